@@ -1,0 +1,3 @@
+from funnelsync.daemon.cli import main
+
+main()

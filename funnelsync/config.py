@@ -1,0 +1,324 @@
+"""The typed config (`config.toml`), validated once at start.
+
+Every problem is reported with its TOML key, all at once (`ConfigError`). Secrets are never in
+the file: the config names the environment variable that holds each token.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from funnelsync.errors import ConfigError, ConfigProblem
+
+PROPERTY_TYPES = ("number", "string", "bool", "date", "datetime", "enumeration")
+PropertyType = Literal["number", "string", "bool", "date", "datetime", "enumeration"]
+
+# HubSpot internal names: lower-case letters, digits and underscores, starting with a letter.
+_INTERNAL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _internal_name(value: str) -> str:
+    if not _INTERNAL_NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a HubSpot internal name: use lower-case letters, digits and "
+            "underscores, starting with a letter"
+        )
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        raise ValueError(f"{value!r} is not an environment variable name")
+    return value
+
+
+class SqlSource(_Strict):
+    kind: Literal["sql"]
+    url: str = Field(min_length=1)
+    key: str = Field(default="email", min_length=1)
+    query: str = Field(min_length=1)
+
+
+class MoesifSource(_Strict):
+    kind: Literal["moesif"]
+    base_url: str = "https://api.moesif.com/v1"
+    token_env: Annotated[str, Field(min_length=1)] = "MOESIF_MANAGEMENT_TOKEN"
+    window: str = "-24h"
+    lookback: str = "-90d"
+    fields: dict[str, str] = Field(default_factory=lambda: {"email": "email"})
+    routes: dict[str, str] = Field(default_factory=dict)
+    page_size: int = Field(default=100, ge=1, le=1000)
+    queries_per_minute: int = Field(default=450, ge=1, le=500)
+
+    key: Literal["email"] = "email"
+
+    _check_env = field_validator("token_env")(_env_name)
+
+    @field_validator("window", "lookback")
+    @classmethod
+    def _relative_time(cls, value: str) -> str:
+        if not re.match(r"^-\d+[smhdwMy]$", value):
+            raise ValueError(f"{value!r} is not a relative time such as -24h, -7d or -1M")
+        return value
+
+
+Source = Annotated[SqlSource | MoesifSource, Field(discriminator="kind")]
+
+
+class HubSpotSettings(_Strict):
+    base_url: str = "https://api.hubapi.com"
+    token_env: str = "HUBSPOT_ACCESS_TOKEN"
+    requests_per_10s: int = Field(default=90, ge=1, le=250)
+    daily_request_budget: int = Field(default=200_000, ge=1)
+    property_group: str = "funnelsync"
+    property_group_label: str = "funnelsync"
+    batch_size: int = Field(default=100, ge=1, le=100)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    _check_env = field_validator("token_env")(_env_name)
+    _check_group = field_validator("property_group")(_internal_name)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+
+class StateSettings(_Strict):
+    url: str = "sqlite:///funnelsync-state.db"
+
+
+class DaemonSettings(_Strict):
+    schedule: str = "*/15 * * * *"
+    http: str = "127.0.0.1:9108"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a 5-field cron expression: {exc}") from None
+        return value
+
+    @field_validator("http")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT")
+        return value
+
+    @property
+    def http_host(self) -> str:
+        return self.http.rpartition(":")[0]
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http.rpartition(":")[2])
+
+
+class Sequence(_Strict):
+    id: int | str
+    sender_email: str
+    user_id: int | str
+
+    @field_validator("id", "user_id")
+    @classmethod
+    def _digits(cls, value: int | str) -> str:
+        text = str(value)
+        if not text.isdigit():
+            raise ValueError(f"{value!r} is not a HubSpot id (digits only)")
+        return text
+
+
+class Enroll(_Strict):
+    workflow_id: int | None = Field(default=None, gt=0)
+    list: str | None = Field(default=None, min_length=1)
+    sequence: Sequence | None = None
+
+
+class PropertyMapping(_Strict):
+    column: str = Field(min_length=1)
+    name: str
+    label: str = Field(min_length=1)
+    type: PropertyType
+    options: list[str] | None = None
+    description: str = ""
+
+    _check_name = field_validator("name")(_internal_name)
+
+    @model_validator(mode="after")
+    def _options_for_enumerations(self) -> PropertyMapping:
+        if self.type == "enumeration" and not self.options:
+            raise ValueError("an enumeration needs `options`, the values HubSpot will accept")
+        if self.type != "enumeration" and self.options is not None:
+            raise ValueError(f"`options` only applies to type = \"enumeration\", not {self.type!r}")
+        return self
+
+
+class Stage(_Strict):
+    value: str = Field(min_length=1, max_length=100)
+    label: str = Field(min_length=1)
+    above: float | None = None
+    enroll: Enroll | None = None
+
+
+class Funnel(_Strict):
+    metric: str = Field(min_length=1)
+    property: str = "api_integration_stage"
+    label: str = "API integration stage"
+    demote_after_days: int | None = Field(default=None, ge=1)
+    stages: list[Stage] = Field(min_length=1)
+
+    _check_property = field_validator("property")(_internal_name)
+
+    @model_validator(mode="after")
+    def _stages_in_funnel_order(self) -> Funnel:
+        first, *rest = self.stages
+        if first.above is not None:
+            raise ValueError("the first stage is where every contact starts: leave out its `above`")
+        bounds = []
+        for position, stage in enumerate(rest, start=2):
+            if stage.above is None:
+                raise ValueError(f"stage {position} ({stage.value!r}) needs an `above` bound")
+            bounds.append(stage.above)
+        if bounds != sorted(bounds) or len(set(bounds)) != len(bounds):
+            raise ValueError("the `above` bounds must rise strictly, in funnel order")
+        values = [s.value for s in self.stages]
+        if len(set(values)) != len(values):
+            raise ValueError("stage values must be unique")
+        return self
+
+
+class Segment(_Strict):
+    name: str
+    label: str = Field(min_length=1)
+    when: str = Field(min_length=1)
+    enroll: Enroll | None = None
+    property: str | None = None
+
+    _check_name = field_validator("name")(_internal_name)
+
+
+class Config(_Strict):
+    source: Source
+    hubspot: HubSpotSettings = HubSpotSettings()
+    state: StateSettings = StateSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    properties: list[PropertyMapping] = Field(default_factory=list)
+    funnel: Funnel | None = None
+    segments: list[Segment] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        seen: dict[str, str] = {}
+        names = [(f"properties[{i}].name", p.name) for i, p in enumerate(self.properties)]
+        if self.funnel:
+            names.append(("funnel.property", self.funnel.property))
+        names += [(f"segments[{i}].property", s.property) for i, s in enumerate(self.segments) if s.property]
+        for key, name in names:
+            if name in seen:
+                raise ValueError(f"{key}: property {name!r} is already written by {seen[name]}")
+            seen[name] = key
+        return self
+
+    @model_validator(mode="after")
+    def _enrollment_not_available_yet(self) -> Config:
+        keys = [f"funnel.stages[{i}].enroll" for i, s in enumerate(self.funnel.stages if self.funnel else [])
+                if s.enroll is not None]
+        keys += ["segments"] if self.segments else []
+        if keys:
+            raise ValueError(
+                f"{', '.join(keys)}: enrollment and segments are not available in this version of "
+                "funnelsync yet; leave them out (the stage property can trigger a HubSpot workflow)"
+            )
+        return self
+
+    def columns_used(self) -> dict[str, str]:
+        """Source column -> the first TOML key that names it."""
+        used: dict[str, str] = {}
+        for i, prop in enumerate(self.properties):
+            used.setdefault(prop.column, f"properties[{i}].column")
+        if self.funnel:
+            used.setdefault(self.funnel.metric, "funnel.metric")
+        return used
+
+
+def _toml_key(loc: tuple[int | str, ...]) -> str:
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part in ("sql", "moesif") and key == "source":
+            continue  # the discriminated union's branch name is not a TOML key
+        else:
+            key += f".{part}" if key else str(part)
+    return key or "config"
+
+
+def _problems(exc: ValidationError) -> list[ConfigProblem]:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "is not a known setting (check its spelling)"
+        elif error["type"] == "missing":
+            message = "is required"
+        elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            message = 'must be "sql" or "moesif"'
+        key = _toml_key(error["loc"])
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            key += ".kind"
+        problems.append(ConfigProblem(key, message))
+    return problems
+
+
+def parse_config(data: Mapping[str, Any], *, path: str | None = None) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc), path=path) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    location = Path(path)
+    try:
+        text = location.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no config file at {location}: pass -c PATH or set FUNNELSYNC_CONFIG", path=str(location)
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {location}: {exc.strerror}", path=str(location)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=str(location)) from None
+    return parse_config(data, path=str(location))
+
+
+def read_token(env_name: str, toml_key: str) -> str:
+    """The secret named by a `token_env` setting. Never logged, never put in an error."""
+    token = os.environ.get(env_name, "").strip()
+    if not token:
+        raise ConfigError(
+            [ConfigProblem(toml_key, f"the environment variable {env_name} is not set or is empty")]
+        )
+    return token

@@ -1,0 +1,48 @@
+"""The HubSpot CRM connector, through the official `hubspot-api-client`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from funnelsync.config import HubSpotSettings
+from funnelsync.connectors.budget import RequestBudget
+from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport, WriteResult
+from funnelsync.connectors.hubspot.client import HubSpotApi
+from funnelsync.connectors.hubspot.contacts import ContactWriter
+from funnelsync.connectors.hubspot.schema import PropertyProvisioner
+from funnelsync.mappings.schema import PropertySpec
+
+
+class HubSpotCrm(Crm):
+    def __init__(
+        self,
+        settings: HubSpotSettings,
+        token: str,
+        *,
+        budget: RequestBudget | None = None,
+        retry_attempts: int = 6,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.api = HubSpotApi(settings, token, budget=budget, retry_attempts=retry_attempts, sleep=sleep)
+        self._provisioner = PropertyProvisioner(self.api)
+        self._writer = ContactWriter(self.api)
+
+    def ensure_properties(self, specs: Sequence[PropertySpec], *, dry_run: bool = False) -> SchemaReport:
+        return self._provisioner.ensure(specs, dry_run=dry_run)
+
+    def write_contacts(self, writes: Sequence[ContactWrite]) -> list[WriteResult]:
+        return self._writer.write(writes)
+
+    def check_access(self) -> None:
+        # Reading the properties needs crm.schemas.contacts.read; a batch read of no contact
+        # would be free of effects but HubSpot refuses an empty batch, so read one page of one.
+        self._provisioner._existing_properties()
+        contacts = self.api.client.crm.contacts.basic_api
+        self.api.call("reading contacts", contacts.get_page_with_http_info, limit=1)
+
+    @property
+    def calls_made(self) -> int:
+        return self.api.calls
+
+
+__all__ = ["HubSpotCrm"]

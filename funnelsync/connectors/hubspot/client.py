@@ -1,0 +1,102 @@
+"""Every HubSpot request goes through `HubSpotApi.call`: the shared rate budget, retries by
+error class, and the error table. The generated client's own retries stay off."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import hubspot
+import structlog
+import urllib3
+from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
+from hubspot.crm.lists.exceptions import ApiException as ListsApiException
+from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
+
+from funnelsync.config import HubSpotSettings
+from funnelsync.connectors.budget import RequestBudget
+from funnelsync.connectors.hubspot.errors import HubSpotAnswer, classify, parse_body
+from funnelsync.connectors.retry import call_with_retries
+from funnelsync.errors import FatalError, RateLimited, RetriableError
+
+log = structlog.get_logger("funnelsync.hubspot")
+
+API_EXCEPTIONS = (ContactsApiException, PropertiesApiException, ListsApiException)
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class HubSpotApi:
+    def __init__(
+        self,
+        settings: HubSpotSettings,
+        token: str,
+        *,
+        budget: RequestBudget | None = None,
+        retry_attempts: int = 6,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        # api_request ignores `host` and reads `base_url`: give both so every path goes one place.
+        self.client = hubspot.Client.create(
+            access_token=token, host=settings.base_url, base_url=settings.base_url
+        )
+        self.budget = budget or RequestBudget(
+            settings.requests_per_10s, 10.0, daily_limit=settings.daily_request_budget
+        )
+        self.retry_attempts = retry_attempts
+        self._sleep = sleep
+        self.calls = 0
+
+    def call(
+        self,
+        what: str,
+        send: Callable[..., tuple[Any, int, Mapping[str, str]]],
+        *args: Any,
+        allow: Collection[int] = (),
+        **kwargs: Any,
+    ) -> tuple[Any, int]:
+        """Send one request (a generated `*_with_http_info` method) and return (data, status).
+
+        Statuses in `allow` come back instead of raising (e.g. 404 for "not there yet").
+        """
+
+        def attempt() -> tuple[Any, int]:
+            self.budget.acquire()
+            self.calls += 1
+            try:
+                data, status, headers = send(*args, _request_timeout=self.settings.timeout_seconds, **kwargs)
+            except API_EXCEPTIONS as exc:
+                answer = HubSpotAnswer(int(exc.status or 0), parse_body(exc.body), dict(exc.headers or {}))
+                self._observe(answer.headers)
+                if answer.status in allow:
+                    return None, answer.status
+                error = classify(answer, self.settings.token_env)
+                if isinstance(error, RateLimited):
+                    self.budget.pause(error.retry_after or 1.0)
+                raise error from None
+            except urllib3.exceptions.HTTPError as exc:
+                raise RetriableError(f"no answer from HubSpot ({type(exc).__name__})") from None
+            self._observe(dict(headers or {}))
+            return data, status
+
+        try:
+            return call_with_retries(attempt, attempts=self.retry_attempts, sleep=self._sleep)
+        except RetriableError as exc:
+            raise FatalError(
+                f"HubSpot at {self.settings.base_url} did not answer {what} after "
+                f"{self.retry_attempts} attempts: {exc}"
+            ) from None
+
+    def _observe(self, headers: Mapping[str, str]) -> None:
+        self.budget.observe(
+            _header_int(headers, "X-HubSpot-RateLimit-Remaining"),
+            _header_int(headers, "X-HubSpot-RateLimit-Interval-Milliseconds"),
+            _header_int(headers, "X-HubSpot-RateLimit-Daily-Remaining"),
+        )

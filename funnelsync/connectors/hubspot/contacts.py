@@ -1,0 +1,135 @@
+"""Writing contacts: batch upserts by email, with every row accounted for.
+
+A 207 records each failed row and keeps every succeeded one. A whole-batch 400 is narrowed
+down: the rows the error names are set aside and the rest resent; only when the error names no
+row is the batch halved. Results are matched to inputs by `objectWriteTraceId` or email.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from hubspot.crm.contacts import BatchInputSimplePublicObjectBatchInputUpsert, SimplePublicObjectBatchInputUpsert
+
+from funnelsync.connectors.crm import ContactWrite, WriteResult
+from funnelsync.connectors.hubspot.client import HubSpotApi
+from funnelsync.errors import BatchRejected
+
+log = structlog.get_logger("funnelsync.hubspot")
+
+_NOT_CONFIRMED = "HubSpot's answer did not mention this contact; it will be sent again"
+
+
+def _inputs(batch: Sequence[ContactWrite]) -> BatchInputSimplePublicObjectBatchInputUpsert:
+    return BatchInputSimplePublicObjectBatchInputUpsert(
+        inputs=[
+            SimplePublicObjectBatchInputUpsert(
+                id=write.email, id_property="email", properties=write.properties,
+                object_write_trace_id=str(position),
+            )
+            for position, write in enumerate(batch)
+        ]
+    )
+
+
+def _error_text(error: Any) -> str:
+    parts = [str(getattr(error, "message", "") or "")]
+    context = getattr(error, "context", None) or {}
+    parts += [json.dumps(context)]
+    return " ".join(parts)
+
+
+def rows_named(batch: Sequence[ContactWrite], text: str, properties_named: set[str]) -> list[int]:
+    """Positions of the rows an error message names: by email, or by the offending value of a
+    property the error names (HubSpot's INVALID_OPTION names the value, not the contact)."""
+    lowered = text.lower()
+    tokens = set(re.findall(r"[^\s\"'\[\]{},:;()]+", lowered))
+    named = []
+    for position, write in enumerate(batch):
+        if write.email in tokens:
+            named.append(position)
+            continue
+        for prop in properties_named:
+            value = write.properties.get(prop)
+            if value and (value.lower() in tokens or f'"{value.lower()}"' in lowered or f"'{value.lower()}'" in lowered):
+                named.append(position)
+                break
+    return named
+
+
+def _properties_named(rejection: BatchRejected, body_text: str, batch: Sequence[ContactWrite]) -> set[str]:
+    sent = {name for write in batch for name in write.properties}
+    return {name for name in sent if re.search(rf"\b{re.escape(name)}\b", body_text)}
+
+
+class ContactWriter:
+    def __init__(self, api: HubSpotApi) -> None:
+        self.api = api
+        self.batch_api = api.client.crm.contacts.batch_api
+
+    def write(self, writes: Sequence[ContactWrite]) -> list[WriteResult]:
+        results: list[WriteResult] = []
+        pending: list[Sequence[ContactWrite]] = [writes]
+        while pending:
+            batch = pending.pop()
+            try:
+                results += self._upsert(batch)
+            except BatchRejected as rejection:
+                results += self._narrow(batch, rejection, pending)
+        return results
+
+    def _narrow(
+        self, batch: Sequence[ContactWrite], rejection: BatchRejected, pending: list[Sequence[ContactWrite]]
+    ) -> list[WriteResult]:
+        reason = str(rejection)
+        named = set(rows_named(batch, reason, _properties_named(rejection, reason, batch)))
+        if len(batch) == 1:
+            named = {0}
+        if named:
+            rest = [write for position, write in enumerate(batch) if position not in named]
+            if rest:
+                pending.append(rest)
+            log.info("rows set aside", rejected=len(named), resent=len(rest), code=rejection.code)
+            return [
+                WriteResult(batch[p].email, ok=False, reason=reason, code=rejection.code or "VALIDATION_ERROR")
+                for p in sorted(named)
+            ]
+        middle = len(batch) // 2
+        log.info("batch refused without naming rows: halving", size=len(batch), code=rejection.code)
+        pending += [batch[middle:], batch[:middle]]
+        return []
+
+    def _upsert(self, batch: Sequence[ContactWrite]) -> list[WriteResult]:
+        data, _ = self.api.call("writing contacts", self.batch_api.upsert_with_http_info, _inputs(batch))
+        by_trace = {str(position): write for position, write in enumerate(batch)}
+        by_email = {write.email: write for write in batch}
+        answered: dict[str, WriteResult] = {}
+        for result in data.results or []:
+            write = by_trace.get(str(result.object_write_trace_id)) or by_email.get(
+                str((result.properties or {}).get("email", "")).lower()
+            )
+            if write is not None:
+                answered[write.email] = WriteResult(write.email, ok=True, record_id=str(result.id))
+        for error in getattr(data, "errors", None) or []:
+            for write in self._rows_of_error(error, batch, by_email):
+                answered[write.email] = WriteResult(
+                    write.email, ok=False, reason=str(error.message), code=str(error.category or "ERROR")
+                )
+        return [
+            answered.get(write.email) or WriteResult(write.email, ok=False, reason=_NOT_CONFIRMED, code="NOT_CONFIRMED")
+            for write in batch
+        ]
+
+    @staticmethod
+    def _rows_of_error(error: Any, batch: Sequence[ContactWrite], by_email: dict[str, ContactWrite]) -> list[ContactWrite]:
+        context = getattr(error, "context", None) or {}
+        ids = [str(i).lower() for key in ("ids", "id", "emails") for i in context.get(key) or []]
+        found = [by_email[i] for i in ids if i in by_email]
+        if found:
+            return found
+        named = rows_named(batch, _error_text(error), set())
+        return [batch[p] for p in named]

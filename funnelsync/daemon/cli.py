@@ -1,0 +1,165 @@
+"""The `funnelsync` command line."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import click
+
+from funnelsync.config import Config, load_config
+from funnelsync.errors import FunnelsyncError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _config_path(value: str | None) -> str:
+    return value or os.environ.get("FUNNELSYNC_CONFIG") or "config.toml"
+
+
+def reports_errors(command: F) -> F:
+    """User errors become one message and the documented exit status; no traceback unless --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        try:
+            return command(*args, **kwargs)
+        except FunnelsyncError as exc:
+            if ctx.obj.get("debug"):
+                raise
+            click.echo(f"funnelsync: {exc}", err=True)
+            sys.exit(exc.exit_status)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.option("-c", "--config", "config_path", metavar="CONFIG",
+              help="The config file (default: $FUNNELSYNC_CONFIG or ./config.toml).")
+@click.option("--debug", is_flag=True, help="Debug logs, and tracebacks for errors.")
+@click.option("--json-logs/--pretty-logs", default=None, help="Log format (default: JSON unless on a terminal).")
+@click.version_option(package_name="funnelsync")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, debug: bool, json_logs: bool | None) -> None:
+    """Keeps HubSpot contacts in step with how developers use your API."""
+    from funnelsync.daemon.logs import configure_logging
+
+    configure_logging(debug=debug, json_logs=json_logs)
+    ctx.ensure_object(dict)
+    ctx.obj.update(config_path=_config_path(config_path), debug=debug)
+
+
+def _config() -> Config:
+    return load_config(click.get_current_context().obj["config_path"])
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Print every change; write nothing to HubSpot or the state.")
+@reports_errors
+def sync(dry_run: bool) -> None:
+    """One sync now, then exit (0 all written, 1 some records rejected)."""
+    from funnelsync.daemon.runner import sync_once
+
+    sys.exit(sync_once(_config(), dry_run=dry_run))
+
+
+@main.command()
+@reports_errors
+def plan() -> None:
+    """The same as `sync --dry-run`."""
+    from funnelsync.daemon.runner import sync_once
+
+    sys.exit(sync_once(_config(), dry_run=True))
+
+
+@main.command()
+@reports_errors
+def run() -> None:
+    """The daemon: sync on the configured schedule until SIGTERM/SIGINT."""
+    from funnelsync.daemon.scheduler import run_daemon
+
+    run_daemon(_config())
+
+
+@main.command()
+@reports_errors
+def validate() -> None:
+    """Check the config, the source query, the token and scopes, and the properties."""
+    from funnelsync.daemon.runner import validate as run_validate
+
+    run_validate(_config())
+
+
+@main.command()
+@reports_errors
+def status() -> None:
+    """Recent runs, the funnel by stage, rejected records."""
+    from funnelsync.daemon.report import runs_text
+    from funnelsync.daemon.runner import open_state_for_reading
+
+    state = open_state_for_reading(_config())
+    from funnelsync.state.store import utcnow
+
+    click.echo(runs_text(state.recent_runs()))
+    stages = state.contacts_per_stage()
+    click.echo(f"funnel ({state.contact_count()} contacts written):")
+    for stage, count in stages.items():
+        click.echo(f"  {stage}: {count}")
+    now = utcnow()
+    click.echo(
+        f"stage changes: {state.stage_changes_since(now - timedelta(days=1))} in the last day, "
+        f"{state.stage_changes_since(now - timedelta(days=7))} in the last week"
+    )
+    click.echo(f"rejected records: {len(state.rejects())} (see `funnelsync rejects`)")
+
+
+@main.command()
+@reports_errors
+def rejects() -> None:
+    """The records HubSpot refused, with the reason, and whether they are retried."""
+    from funnelsync.daemon.report import rejects_text
+    from funnelsync.daemon.runner import open_state_for_reading
+
+    click.echo(rejects_text(open_state_for_reading(_config()).rejects()))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--token", envvar="FUNNELSYNC_SANDBOX_TOKEN", default="sandbox-token", show_default=True,
+              help="The bearer token the sandbox accepts (or $FUNNELSYNC_SANDBOX_TOKEN).")
+@click.option("--requests-per-10s", type=int, default=None, help="Enforce HubSpot's burst limit.")
+@click.option("--workflow", "workflows", type=int, multiple=True, help="A workflow id that exists.")
+@reports_errors
+def sandbox(host: str, port: int, token: str, requests_per_10s: int | None, workflows: tuple[int, ...]) -> None:
+    """A local HubSpot-compatible API server (for the demo and tests)."""
+    from funnelsync.connectors.sandbox import SandboxServer
+
+    server = SandboxServer(host=host, port=port, token=token, requests_per_10s=requests_per_10s)
+    for workflow_id in workflows:
+        server.add_workflow(workflow_id, f"Workflow {workflow_id}")
+    click.echo(f"sandbox serving on http://{host}:{port} (contacts at /, JSON at /_sandbox/state); Ctrl-C stops it",
+               err=True)
+    server.serve_forever()
+
+
+@main.command()
+@click.option("--dir", "workdir", default="demo", show_default=True, type=click.Path(file_okay=False),
+              help="Where the demo puts its analytics database, config and state.")
+@click.option("--developers", default=3000, show_default=True, type=click.IntRange(10, 1_000_000))
+@click.option("--serve/--no-serve", default=False, help="Keep the sandbox running afterwards to look at it.")
+@reports_errors
+def demo(workdir: str, developers: int, serve: bool) -> None:
+    """End to end with no HubSpot account: demo data, the sandbox, a sync, and a second sync."""
+    from funnelsync.daemon.demo import run_demo
+
+    run_demo(_config(), workdir, developers=developers, serve=serve)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""`funnelsync demo`: the default config end to end, with no HubSpot account.
+
+It builds the demo analytics database, starts the sandbox, and syncs twice with the config
+(`-c`, default ./config.toml): the first sync writes every contact, the second writes none.
+The demo keeps its own state and data in its folder, so it never touches a real state.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+import click
+
+from funnelsync.config import Config, SqlSource
+from funnelsync.connectors.sandbox import SandboxServer
+from funnelsync.daemon.demo_data import build_demo_database
+from funnelsync.daemon.report import summary_text
+from funnelsync.daemon.runner import run_sync
+from funnelsync.errors import ConfigError, ConfigProblem
+
+
+def demo_config(config: Config, folder: Path, sandbox_url: str) -> Config:
+    if not isinstance(config.source, SqlSource):
+        raise ConfigError([ConfigProblem("source.kind", "the demo needs the SQL source of the default config")])
+    return config.model_copy(
+        update={
+            "source": config.source.model_copy(update={"url": f"sqlite:///{folder / 'analytics.db'}"}),
+            "state": config.state.model_copy(update={"url": f"sqlite:///{folder / 'state.db'}"}),
+            "hubspot": config.hubspot.model_copy(update={"base_url": sandbox_url}),
+        }
+    )
+
+
+def run_demo(config: Config, workdir: str, *, developers: int, serve: bool) -> None:
+    folder = Path(workdir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    for leftover in ("state.db", "state.db.lock"):
+        (folder / leftover).unlink(missing_ok=True)
+    started = time.monotonic()
+    build_demo_database(folder / "analytics.db", developers=developers)
+    click.echo(f"demo analytics database: {folder / 'analytics.db'} ({developers} developers, "
+               f"built in {time.monotonic() - started:.1f} s)")
+    token = secrets.token_urlsafe(24)
+    os.environ[config.hubspot.token_env] = token
+    with SandboxServer(token=token) as sandbox:
+        config = demo_config(config, folder, sandbox.url)
+        click.echo(f"sandbox: {sandbox.url} (contacts on its page at /)")
+        first = run_sync(config, dry_run=False)
+        click.echo(summary_text(first, title="first sync"))
+        click.echo("contacts per stage in the sandbox:")
+        stages = _stages_in_sandbox(sandbox, config)
+        for stage in (config.funnel.stages if config.funnel else []):
+            click.echo(f"  {stage.value} ({stage.label}): {stages.get(stage.value, 0)}")
+        second = run_sync(config, dry_run=False)
+        click.echo(summary_text(second, title="second sync (nothing changed)"))
+        if serve:
+            click.echo(f"the sandbox keeps serving on {sandbox.url}; Ctrl-C stops it")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+
+
+def _stages_in_sandbox(sandbox: SandboxServer, config: Config) -> dict[str, int]:
+    if not config.funnel:
+        return {}
+    counts: dict[str, int] = {}
+    for contact in sandbox.store.contacts_by_email().values():
+        stage = contact["properties"].get(config.funnel.property)
+        if stage:
+            counts[stage] = counts.get(stage, 0) + 1
+    return counts

@@ -1,0 +1,80 @@
+"""What the commands print for people: run summaries, plans, status, rejects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from funnelsync.daemon.engine import RunSummary
+from funnelsync.state.models import Reject, Run
+
+PLAN_LINES_SHOWN = 200
+
+
+def summary_text(summary: RunSummary, *, title: str = "sync") -> str:
+    lines = [f"{title}: {summary.rows_read} source rows, {summary.contacts} contacts"]
+    for reason, count in sorted(summary.skipped.items()):
+        lines.append(f"  skipped ({reason}): {count}")
+    verb = "would write" if summary.dry_run else "written"
+    done = summary.to_write if summary.dry_run else summary.written
+    lines.append(f"  contacts {verb}: {done}  unchanged: {summary.unchanged}  rejected: {summary.rejected}")
+    if not summary.dry_run:
+        lines.append(f"  properties written: {summary.properties_written}  HubSpot calls: {summary.api_calls}")
+    if summary.stage_moves:
+        moves = ", ".join(f"{stage} {count}" for stage, count in sorted(summary.stage_moves.items()))
+        lines.append(f"  stage entries: {moves}")
+    schema = summary.schema
+    if schema.created:
+        lines.append(f"  properties {'to create' if summary.dry_run else 'created'}: {', '.join(schema.created)}")
+    for name, options in schema.options_added.items():
+        lines.append(f"  options {'to add to' if summary.dry_run else 'added to'} {name}: {', '.join(options)}")
+    if summary.stopped_early:
+        lines.append("  stopped early on request: the next run carries on")
+    if summary.seconds:
+        lines.append(f"  took {summary.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def plan_text(summary: RunSummary) -> str:
+    plan = summary.plan
+    lines = [summary_text(summary, title="plan (nothing written)")]
+    if plan is None:
+        return "\n".join(lines)
+    stages = {email: (old, new) for email, old, new in plan.stage_moves}
+    for write in plan.writes[:PLAN_LINES_SHOWN]:
+        change = ", ".join(f"{name}={value!r}" for name, value in sorted(write.properties.items()))
+        lines.append(f"  write {write.email}: {change}")
+        if write.email in stages:
+            old, new = stages[write.email]
+            lines.append(f"    stage {old or '(none)'} -> {new}")
+    if len(plan.writes) > PLAN_LINES_SHOWN:
+        lines.append(f"  ... and {len(plan.writes) - PLAN_LINES_SHOWN} more contacts")
+    for refusal in plan.refused[:PLAN_LINES_SHOWN]:
+        lines.append(f"  reject {refusal.email}: {refusal.reason}")
+    return "\n".join(lines)
+
+
+def runs_text(runs: Iterable[Run]) -> str:
+    lines = ["recent runs:"]
+    for run in runs:
+        ended = run.finished_at.isoformat(timespec="seconds") if run.finished_at else "(not finished)"
+        lines.append(
+            f"  #{run.id} {run.started_at.isoformat(timespec='seconds')}Z -> {ended} {run.outcome}: "
+            f"read {run.rows_read}, written {run.contacts_written}, rejected {run.contacts_rejected}, "
+            f"calls {run.api_calls}" + (f" ({run.message[:200]})" if run.message else "")
+        )
+    if len(lines) == 1:
+        lines.append("  none yet")
+    return "\n".join(lines)
+
+
+def rejects_text(rejects: list[Reject]) -> str:
+    if not rejects:
+        return "no rejected records"
+    lines = [f"{len(rejects)} rejected record(s):"]
+    for reject in rejects:
+        retry = "retried next run" if reject.will_retry else "not retried"
+        lines.append(
+            f"  {reject.email} [{reject.code}] {reject.reason} "
+            f"(attempts {reject.attempts}, last {reject.last_rejected_at.isoformat(timespec='seconds')}Z, {retry})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""What `sync`, `plan` and `validate` do with a loaded config."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+import sqlalchemy as sa
+import structlog
+
+from funnelsync.config import Config
+from funnelsync.daemon.engine import RunSummary, SyncEngine
+from funnelsync.daemon.factory import open_crm, open_source, open_state
+from funnelsync.daemon.report import plan_text, summary_text
+from funnelsync.mappings.schema import property_specs
+from funnelsync.state import StateStore
+
+log = structlog.get_logger("funnelsync.sync")
+_LOG_EVERY_SECONDS = 10.0
+
+
+def open_state_for_reading(config: Config) -> StateStore:
+    """The state, or an empty one in memory when there is none yet (so `plan` creates nothing)."""
+    url = sa.engine.make_url(config.state.url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not Path(url.database).exists():
+            return StateStore("sqlite://")
+    return open_state(config)
+
+
+class Progress:
+    """A progress bar on a terminal; a log line every few seconds otherwise."""
+
+    def __init__(self) -> None:
+        self.on_terminal = sys.stderr.isatty()
+        self._last_log = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.on_terminal:
+            width = 30
+            filled = width * done // max(total, 1)
+            sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} contacts")
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        elif time.monotonic() - self._last_log >= _LOG_EVERY_SECONDS or done >= total:
+            self._last_log = time.monotonic()
+            log.info("progress", written=done, total=total)
+
+
+def run_sync(config: Config, *, dry_run: bool, stop: threading.Event | None = None) -> RunSummary:
+    source = open_source(config)
+    try:
+        crm = open_crm(config)
+        state = open_state_for_reading(config) if dry_run else open_state(config)
+        try:
+            engine = SyncEngine(config, source, crm, state, stop=stop, progress=Progress())
+            return engine.sync(dry_run=dry_run)
+        finally:
+            state.close()
+    finally:
+        source.close()
+
+
+def sync_once(config: Config, *, dry_run: bool) -> int:
+    summary = run_sync(config, dry_run=dry_run)
+    click.echo(plan_text(summary) if dry_run else summary_text(summary))
+    return summary.exit_status
+
+
+def validate(config: Config) -> None:
+    click.echo("config: ok")
+    source = open_source(config)
+    try:
+        source.check()
+    finally:
+        source.close()
+    click.echo(f"source ({config.source.kind}): reachable, query runs")
+    crm = open_crm(config)
+    crm.check_access()
+    click.echo("HubSpot: token accepted, contacts and properties readable")
+    report = crm.ensure_properties(property_specs(config), dry_run=True)
+    if report.created:
+        click.echo(f"HubSpot: properties to create on the first sync: {', '.join(report.created)}")
+    for name, options in report.options_added.items():
+        click.echo(f"HubSpot: options to add to {name}: {', '.join(options)}")
+    click.echo("HubSpot: every mapped property exists or can be created")
+    open_state_for_reading(config).close()
+    click.echo("state: ok")

@@ -1,0 +1,89 @@
+"""Every error funnelsync raises, sorted by what the caller should do about it.
+
+Each remote's connector maps that remote's answers onto these classes in one table; the sync
+engine and the CLI decide by class only, never by message text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FunnelsyncError(Exception):
+    """Base class. `exit_status` is what `funnelsync sync` exits with when this ends a run."""
+
+    exit_status = 3
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    key: str  # the TOML key, e.g. "properties[2].type"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+class ConfigError(FunnelsyncError):
+    """The config or the command line is wrong: the user must edit something."""
+
+    exit_status = 2
+
+    def __init__(self, problems: list[ConfigProblem] | str, *, path: str | None = None) -> None:
+        if isinstance(problems, str):
+            problems = [ConfigProblem("config", problems)]
+        self.problems = problems
+        self.path = path
+        where = f" in {path}" if path else ""
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"the configuration{where} has {len(problems)} problem(s):\n{lines}")
+
+
+class CredentialsError(FunnelsyncError):
+    """A remote refused the token (401) or the token lacks a scope (403)."""
+
+    exit_status = 3
+
+
+class FatalError(FunnelsyncError):
+    """The run cannot go on: retrying now will not help (unreachable source, bad answer...)."""
+
+    exit_status = 3
+
+
+class DailyLimitReached(FatalError):
+    """The portal's daily request budget is spent; the next run after the reset resumes."""
+
+
+class StateLocked(FunnelsyncError):
+    """Another sync holds the state."""
+
+    exit_status = 4
+
+
+class StateError(FatalError):
+    """The state database cannot be used (foreign or corrupt file, failed migration)."""
+
+
+class RetriableError(FunnelsyncError):
+    """A transient failure (429 burst, 5xx, timeout, reset): retry after a wait."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(RetriableError):
+    """HubSpot's (or Moesif's) short-window limit answered 429."""
+
+
+class BatchRejected(FunnelsyncError):
+    """A whole batch was refused (HubSpot 400) because of some of its rows.
+
+    `bad_keys` are the contact keys the error names; empty when it names none.
+    """
+
+    def __init__(self, message: str, *, bad_keys: frozenset[str] = frozenset(), code: str = "") -> None:
+        super().__init__(message)
+        self.bad_keys = bad_keys
+        self.code = code

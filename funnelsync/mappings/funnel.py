@@ -1,0 +1,56 @@
+"""The integration funnel: which stage a contact is in, and when it may move.
+
+A contact is in the last stage whose `above` bound its metric exceeds. Stages move forward
+only, unless `demote_after_days` is set: then a contact moves back only after that many
+consecutive days below its stage's bound, so a contact at the threshold does not flap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from funnelsync.config import Funnel
+
+
+def stage_for(metric: Decimal | None, funnel: Funnel) -> str:
+    value = metric if metric is not None else Decimal(0)
+    current = funnel.stages[0].value
+    for stage in funnel.stages[1:]:
+        if stage.above is not None and value > Decimal(str(stage.above)):
+            current = stage.value
+    return current
+
+
+def stage_rank(stage: str, funnel: Funnel) -> int:
+    for position, candidate in enumerate(funnel.stages):
+        if candidate.value == stage:
+            return position
+    return -1  # a stage the config no longer has: any configured stage is a move forward
+
+
+@dataclass(frozen=True)
+class StageDecision:
+    stage: str
+    below_since: datetime | None  # when the metric first fell below the held stage's bound
+
+
+def decide_stage(
+    funnel: Funnel,
+    measured: str,
+    held: str | None,
+    below_since: datetime | None,
+    now: datetime,
+) -> StageDecision:
+    """The stage to write, given the stage the metric says and the stage the contact holds."""
+    if held is None or stage_rank(held, funnel) < 0:
+        return StageDecision(measured, None)
+    if stage_rank(measured, funnel) >= stage_rank(held, funnel):
+        return StageDecision(measured, None)
+    if funnel.demote_after_days is None:
+        return StageDecision(held, None)
+    since = below_since or now
+    if now - since >= timedelta(days=funnel.demote_after_days):
+        return StageDecision(measured, None)
+    return StageDecision(held, since)

@@ -1,0 +1,185 @@
+"""The config: a RevOps admin's mistakes are reported with their TOML key, all at once."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from funnelsync.config import load_config, parse_config, read_token
+from funnelsync.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def minimal(**overrides: object) -> dict[str, object]:
+    data: dict[str, object] = {
+        "source": {"kind": "sql", "url": "sqlite://", "query": "SELECT 1"},
+        "properties": [{"column": "n", "name": "used_event_count", "label": "Used", "type": "number"}],
+        "funnel": {
+            "metric": "n",
+            "stages": [{"value": "top", "label": "Top"}, {"value": "middle", "label": "Middle", "above": 0}],
+        },
+    }
+    data.update(overrides)
+    return data
+
+
+def problems_of(data: dict[str, object]) -> dict[str, str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert caught.value.exit_status == 2
+    return {p.key: p.message for p in caught.value.problems}
+
+
+def test_the_repository_default_config_is_valid() -> None:
+    config = load_config(ROOT / "config.toml")
+    assert [s.value for s in config.funnel.stages] == ["top", "middle", "bottom"]
+    assert [s.above for s in config.funnel.stages] == [None, 0, 1000]
+
+
+def test_every_problem_is_reported_at_once_with_its_key() -> None:
+    data = minimal(
+        hubspot={"requests_per_10s": 0, "tokn_env": "X"},
+        properties=[
+            {"column": "n", "name": "Bad Name", "label": "x", "type": "number"},
+            {"column": "r", "name": "role", "label": "Role", "type": "enumeration"},
+            {"column": "d", "name": "d", "label": "D", "type": "timestamp"},
+        ],
+    )
+    found = problems_of(data)
+    assert "hubspot.requests_per_10s" in found
+    assert found["hubspot.tokn_env"] == "is not a known setting (check its spelling)"
+    assert "not a HubSpot internal name" in found["properties[0].name"]
+    assert "needs `options`" in found["properties[1]"]
+    assert "properties[2].type" in found
+
+
+def test_a_missing_section_is_named() -> None:
+    found = problems_of({"properties": []})
+    assert found == {"source": "is required"}
+
+
+def test_an_unknown_source_kind_is_named() -> None:
+    found = problems_of(minimal(source={"kind": "bigquery", "url": "x"}))
+    assert found["source.kind"] == 'must be "sql" or "moesif"'
+
+
+def test_stage_bounds_must_rise_in_funnel_order() -> None:
+    funnel = {"metric": "n", "stages": [
+        {"value": "top", "label": "T"},
+        {"value": "bottom", "label": "B", "above": 1000},
+        {"value": "middle", "label": "M", "above": 0},
+    ]}
+    found = problems_of(minimal(funnel=funnel))
+    assert "rise strictly" in found["funnel"]
+
+
+def test_a_malformed_cron_schedule_is_named() -> None:
+    found = problems_of(minimal(daemon={"schedule": "every 15 minutes"}))
+    assert "cron" in found["daemon.schedule"]
+
+
+def test_two_mappings_to_one_property_are_refused() -> None:
+    props = [
+        {"column": "a", "name": "x", "label": "X", "type": "number"},
+        {"column": "b", "name": "x", "label": "X again", "type": "number"},
+    ]
+    found = problems_of(minimal(properties=props))
+    assert any("already written by properties[0].name" in m for m in found.values())
+
+
+def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[source]\nkind = \n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "line 2" in str(caught.value)
+
+
+def test_a_missing_config_file_says_how_to_point_at_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="FUNNELSYNC_CONFIG"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_the_token_comes_only_from_the_named_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_TOKEN", "  secret-value ")
+    assert read_token("MY_TOKEN", "hubspot.token_env") == "secret-value"
+    monkeypatch.delenv("MY_TOKEN")
+    with pytest.raises(ConfigError) as caught:
+        read_token("MY_TOKEN", "hubspot.token_env")
+    assert "hubspot.token_env: the environment variable MY_TOKEN is not set" in str(caught.value)
+
+
+DOCUMENTED_EXAMPLE = '''
+[source]
+kind = "sql"                         # "sql": any SQLAlchemy URL; "moesif": Management API
+url = "sqlite:///analytics.db"
+key = "email"                        # the column that identifies the contact
+query = """
+SELECT email, role, used_event_count, last_event_days_ago, signed_up_days_ago FROM usage
+"""
+
+[hubspot]
+base_url = "https://api.hubapi.com"  # the sandbox: http://127.0.0.1:8765
+token_env = "HUBSPOT_ACCESS_TOKEN"   # name of the environment variable with the private-app token
+requests_per_10s = 90                # this daemon's share of the portal's burst limit
+daily_request_budget = 200000
+property_group = "funnelsync"        # created if missing
+
+[state]
+url = "sqlite:///funnelsync-state.db"   # or postgresql+psycopg://...
+
+[daemon]
+schedule = "*/15 * * * *"            # cron in UTC
+http = "127.0.0.1:9108"
+
+[[properties]]                       # field mappings: source column -> contact property
+column = "used_event_count"
+name = "used_event_count"            # HubSpot internal name; created if missing
+label = "Used Event Count"
+type = "number"                      # number | string | bool | date | datetime | enumeration
+
+[[properties]]
+column = "role"
+name = "developer_role"
+label = "Developer role"
+type = "enumeration"
+options = ["Product", "Engineering", "Marketing", "Customer Success", "Developer Relations", "Sales", "Support", "Executive"]
+
+[funnel]
+metric = "used_event_count"          # a source column
+property = "api_integration_stage"   # an enumeration property, created with the stages as options
+label = "API integration stage"
+demote_after_days = 7                # leave out: stages only move forward
+
+[[funnel.stages]]                    # in funnel order; a contact is in the last stage whose bound it is above
+value = "top"
+label = "Not yet integrated"
+
+[[funnel.stages]]
+value = "middle"
+label = "Integrated in sandbox"
+above = 0
+enroll = { workflow_id = 1234567 }   # legacy v2 direct enrollment, once per entry into the stage
+
+[[funnel.stages]]
+value = "bottom"
+label = "Integrated in production"
+above = 1000
+enroll = { list = "API funnel: production" }   # a static list kept in step: added on entry, removed on exit
+
+[[segments]]                         # behavioural cohorts from the usage, kept in step in the CRM
+name = "signed_up_no_calls"
+label = "Signed up this week, no API calls yet"
+when = "signed_up_days_ago <= 7 && used_event_count == 0"
+enroll = { list = "Onboarding: no API calls yet" }
+'''
+
+
+def test_the_documented_example_parses_apart_from_enrollment() -> None:
+    """The documented keys are all known settings; enrollment is refused clearly until it ships."""
+    found = problems_of(tomllib.loads(DOCUMENTED_EXAMPLE))
+    assert list(found) == ["config"]
+    assert "funnel.stages[1].enroll" in found["config"] and "segments" in found["config"]
