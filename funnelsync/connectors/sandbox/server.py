@@ -1,0 +1,333 @@
+"""The sandbox HTTP server: HubSpot's authentication, scopes, rate limits and faults, then routing.
+
+Standard library only: a `ThreadingHTTPServer`, one thread per request. A request is always
+answered (a JSON error when it cannot be parsed or a handler fails), except by a `reset` fault.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from . import control
+from .calls import NO_BODY, Answer, ApiCall
+from .errors import (
+    HubSpotError,
+    correlation_id,
+    invalid_authentication,
+    method_not_allowed,
+    missing_scopes,
+    rate_limited,
+    server_error,
+    unknown_route,
+)
+from .limits import Admission, Fault, FaultBook, RateLimiter
+from .routes import ALL_SCOPES, find_route
+from .store import SandboxStore, Sequence, Workflow
+
+log = logging.getLogger("funnelsync.sandbox")
+
+JSON = "application/json;charset=utf-8"
+MAX_BODY_BYTES = 10 * 1024 * 1024
+SOCKET_TIMEOUT_SECONDS = 30.0
+UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
+
+
+class SandboxServer:
+    """A local HubSpot-compatible API server; see the package docstring for what it serves."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str = "sandbox-token",
+                 requests_per_10s: int | None = None, daily_limit: int | None = None,
+                 scopes: Iterable[str] | None = None) -> None:
+        self.token = token
+        self.scopes = ALL_SCOPES if scopes is None else frozenset(scopes)
+        self.store = SandboxStore()
+        self.limiter = RateLimiter(requests_per_10s, daily_limit)
+        self.faults = FaultBook()
+        self._httpd = _HTTPServer((host, port), self)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> SandboxServer:
+        """Serve in a daemon thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                            kwargs={"poll_interval": 0.05},
+                                            name="funnelsync-sandbox", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until KeyboardInterrupt (the `funnelsync sandbox` command)."""
+        try:
+            self._httpd.serve_forever(poll_interval=0.2)
+        except KeyboardInterrupt:
+            log.info("sandbox stopped")
+        finally:
+            self._httpd.server_close()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def inject_fault(self, method: str = "POST", path_prefix: str = UPSERT_PATH,
+                     kind: str = "status", status: int = 503, count: int = 1, delay: float = 0.0,
+                     emails: Iterable[str] | None = None) -> Fault:
+        """Make the next `count` matching API requests fail: status | reset | slow | reject_rows."""
+        fault = Fault(method, path_prefix, kind, status, count, delay, frozenset(emails or ()))
+        self.faults.add(fault)
+        return fault
+
+    def add_workflow(self, workflow_id: int, name: str) -> Workflow:
+        """Seed a legacy contact workflow that contacts may be enrolled into."""
+        return self.store.add_workflow(workflow_id, name)
+
+    def add_sequence(self, sequence_id: str, user_id: str, name: str) -> Sequence:
+        """Seed a sales sequence owned by `user_id`."""
+        return self.store.add_sequence(sequence_id, user_id, name)
+
+    def reset(self) -> None:
+        """Forget everything: contacts, created properties, lists, enrollments, faults, counters."""
+        self.store.reset()
+        self.faults.clear()
+        self.limiter.reset()
+
+    def answer_api(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
+                   headers: Mapping[str, str]) -> Answer | None:
+        """HubSpot's answer to one API request; None when a fault drops the connection."""
+        token = _bearer_token(headers)
+        if token != self.token:
+            return _error_answer(invalid_authentication(), self.limiter.headers(token or ""))
+        admission = self.limiter.admit(token)
+        answer = self._admitted(method, path, query, body, admission)
+        if answer is not None:
+            answer.headers.update(admission.headers)
+        return answer
+
+    def _admitted(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
+                  admission: Admission) -> Answer | None:
+        try:
+            if admission.policy is not None:
+                raise rate_limited(admission.policy)
+            fault = self.faults.take(method, unquote(path))
+            if fault is not None and fault.kind == "reset":
+                return None
+            rejected = _undergo(fault)
+            return self._execute(ApiCall(method, path, query, {}, body, rejected))
+        except HubSpotError as error:
+            return _error_answer(error)
+
+    def _execute(self, call: ApiCall) -> Answer:
+        match = find_route(call.method, call.path)
+        if match.route is None:
+            refusal = method_not_allowed if match.path_known else unknown_route
+            raise refusal(call.method, call.path)
+        if match.route.scope not in self.scopes:
+            raise missing_scopes((match.route.scope,))
+        call.params = match.params
+        # one call at a time touches the store, so a batch is checked and written atomically
+        with self.store.lock:
+            return match.route.handler(call, self.store)
+
+
+def _undergo(fault: Fault | None) -> frozenset[str]:
+    """Apply a fault that still answers; returns the emails a `reject_rows` fault refuses."""
+    if fault is None:
+        return frozenset()
+    if fault.kind == "status":
+        raise server_error(fault.status)
+    if fault.kind == "slow":
+        time.sleep(fault.delay)
+    return fault.emails if fault.kind == "reject_rows" else frozenset()
+
+
+def _bearer_token(headers: Mapping[str, str]) -> str | None:
+    scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _error_answer(error: HubSpotError, headers: dict[str, str] | None = None) -> Answer:
+    return Answer(error.status, error.body(), dict(headers or {}))
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], sandbox: SandboxServer) -> None:
+        self.sandbox = sandbox
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that went away mid-answer is not the sandbox's problem
+        log.debug("connection from %s dropped", client_address, exc_info=True)
+
+
+class _BadBody(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    server_version = "funnelsync-sandbox"
+    sys_version = ""
+    timeout = SOCKET_TIMEOUT_SECONDS  # a stalled client frees its thread
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def _serve(self) -> None:
+        try:
+            self._answer_request()
+        except Exception:
+            self._send(_internal_error(self.command, self.path))
+
+    def _answer_request(self) -> None:
+        split = urlsplit(self.path)
+        path, query = split.path, parse_qs(split.query, keep_blank_values=True)
+        try:
+            body = self._read_body()
+        except _BadBody as problem:
+            refusal = HubSpotError(problem.status, "VALIDATION_ERROR", str(problem))
+            self._send(_error_answer(refusal))
+            return
+        if control.is_control_path(path):
+            self._send(control.answer(self.server.sandbox, self.command, path, body))
+            return
+        answer = self._api_answer(path, query, body)
+        if answer is None:
+            self._drop_connection()
+            return
+        # logged before it is sent, so a client that got its answer finds it in the log
+        self.server.sandbox.store.log_request(self.command, unquote(path), answer.status)
+        self._send(answer)
+
+    def _api_answer(self, path: str, query: dict[str, list[str]], body: bytes) -> Answer | None:
+        try:
+            return self.server.sandbox.answer_api(self.command, path, query, body, self.headers)
+        except Exception:
+            return _internal_error(self.command, path)
+
+    def _read_body(self) -> bytes:
+        try:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                return self._read_chunked()
+            length = self.headers.get("Content-Length", "0").strip() or "0"
+            if not length.isdigit():
+                raise _BadBody(400, f"Content-Length {length!r} is not a number")
+            return self._read_exactly(int(length))
+        except (TimeoutError, ConnectionError) as exc:
+            self.close_connection = True
+            raise _BadBody(408, "the request body did not arrive in time") from exc
+
+    def _read_chunked(self) -> bytes:
+        chunks = []
+        while True:
+            size_line = self.rfile.readline(1024).split(b";")[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError as exc:
+                raise _BadBody(400, "malformed chunked body") from exc
+            if size == 0:
+                self.rfile.readline(1024)
+                return b"".join(chunks)
+            chunks.append(self._read_exactly(size))
+            self.rfile.readline(1024)
+
+    def _read_exactly(self, size: int) -> bytes:
+        if size > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise _BadBody(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        data = self.rfile.read(size)
+        if len(data) < size:
+            raise _BadBody(400, "the request body is shorter than its Content-Length")
+        return data
+
+    def _send(self, answer: Answer) -> None:
+        payload, content_type = _payload(answer)
+        try:
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.headers.get("Content-Type", content_type))
+            self.send_header("X-HubSpot-Correlation-Id", _correlation_of(answer))
+            for name, value in answer.headers.items():
+                if name != "Content-Type":
+                    self.send_header(name, value)
+            if payload or answer.status != HTTPStatus.NO_CONTENT:
+                self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if payload and self.command != "HEAD":
+                self.wfile.write(payload)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+
+    def _drop_connection(self) -> None:
+        """Close without any answer, as a connection reset: linger 0 sends RST, not FIN."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Requests the standard library cannot parse get a HubSpot-style JSON answer too."""
+        category = "VALIDATION_ERROR" if code < 500 else "INTERNAL_ERROR"
+        text = message or explain or HTTPStatus(code).phrase
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            # an unparseable request line still gets a status line and headers
+            self.request_version = "HTTP/1.0"
+        self._send(_error_answer(HubSpotError(code, category, text)))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def _internal_error(method: str | None, path: str) -> Answer:
+    """A sandbox bug still gets an answer (and a traceback in the log)."""
+    log.exception("sandbox failed on %s %s", method, path)
+    return _error_answer(HubSpotError(500, "INTERNAL_ERROR", "internal error"))
+
+
+def _payload(answer: Answer) -> tuple[bytes, str]:
+    if answer.body is NO_BODY:
+        return b"", JSON
+    if isinstance(answer.body, str):
+        return answer.body.encode("utf-8"), "text/plain; charset=utf-8"
+    return json.dumps(answer.body).encode("utf-8"), JSON
+
+
+def _correlation_of(answer: Answer) -> str:
+    body = answer.body
+    if isinstance(body, dict) and isinstance(body.get("correlationId"), str):
+        return body["correlationId"]
+    return correlation_id()
