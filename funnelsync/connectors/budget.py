@@ -23,6 +23,7 @@ class RequestBudget:
         interval: float,
         *,
         daily_limit: int | None = None,
+        used_today: int = 0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -34,7 +35,7 @@ class RequestBudget:
         self._sent: deque[float] = deque()
         self._lock = threading.Lock()
         self._blocked_until = 0.0
-        self.used_today = 0
+        self.used_today = used_today
         self.waited_seconds = 0.0
 
     def acquire(self) -> None:

@@ -20,7 +20,7 @@ from funnelsync.config import Config
 from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport, WriteResult
 from funnelsync.connectors.source import Source
 from funnelsync.daemon.plan import Plan, Planner, check_columns
-from funnelsync.errors import FunnelsyncError
+from funnelsync.errors import DailyLimitReached, FunnelsyncError
 from funnelsync.mappings.schema import property_specs
 from funnelsync.state.store import Confirmed, Refused, StateStore
 
@@ -92,7 +92,8 @@ class SyncEngine:
             try:
                 summary = self._run(run_id, dry_run=False)
             except FunnelsyncError as exc:
-                self.state.finish_run(run_id, "failed", message=str(exc)[:2000],
+                outcome = "daily-limit" if isinstance(exc, DailyLimitReached) else "failed"
+                self.state.finish_run(run_id, outcome, message=str(exc)[:2000],
                                       api_calls=self.crm.calls_made if self.crm else 0)
                 bound.error("sync failed", error=type(exc).__name__, reason=str(exc))
                 raise

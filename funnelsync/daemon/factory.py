@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from funnelsync.config import Config, MoesifSource, SqlSource, read_token
+from funnelsync.connectors.budget import RequestBudget
 from funnelsync.connectors.hubspot import HubSpotCrm
 from funnelsync.connectors.source import Source
 from funnelsync.state import StateStore
@@ -21,8 +22,12 @@ def open_source(config: Config) -> Source:
     raise AssertionError(settings)
 
 
-def open_crm(config: Config) -> HubSpotCrm:
-    return HubSpotCrm(config.hubspot, read_token(config.hubspot.token_env, "hubspot.token_env"))
+def open_crm(config: Config, *, used_today: int = 0) -> HubSpotCrm:
+    """`used_today`: requests earlier runs sent today, so the daily budget spans runs."""
+    settings = config.hubspot
+    budget = RequestBudget(settings.requests_per_10s, 10.0, daily_limit=settings.daily_request_budget,
+                           used_today=used_today)
+    return HubSpotCrm(settings, read_token(settings.token_env, "hubspot.token_env"), budget=budget)
 
 
 def open_state(config: Config) -> StateStore:

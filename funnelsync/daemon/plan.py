@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from funnelsync.config import Config
 from funnelsync.connectors.crm import ContactWrite
@@ -13,9 +13,10 @@ from funnelsync.connectors.source import Row
 from funnelsync.errors import ConfigError, ConfigProblem
 from funnelsync.mappings.contacts import DesiredContact, RejectedRow, map_row, normalize_email
 from funnelsync.mappings.funnel import decide_stage
-from funnelsync.state.store import KnownContact, Refused, StateStore, fingerprint, naive_utc
+from funnelsync.state.store import KnownContact, Refused, StateStore, fingerprint
 
-SKIPPED_NO_EMAIL = "no valid email"
+SKIPPED_NO_EMAIL = "no email"
+SKIPPED_INVALID_EMAIL = "invalid email"
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,10 @@ class Planner:
         seen: Counter[str] = Counter()
         for row in rows:
             plan.rows_read += 1
-            email = normalize_email(row.get(key))
+            raw = row.get(key)
+            email = normalize_email(raw)
             if email is None:
-                plan.skipped[SKIPPED_NO_EMAIL] += 1
+                self._skip(plan, raw)
                 continue
             seen[email] += 1
             if seen[email] > 1:
@@ -92,6 +94,18 @@ class Planner:
         self._diff(plan, desired, known)
         return plan
 
+    @staticmethod
+    def _skip(plan: Plan, raw: object) -> None:
+        """A row HubSpot could not key. A malformed email is also listed with the rejects, so
+        the admin sees which row to fix; a row with no email at all can only be counted."""
+        text = raw.strip().lower() if isinstance(raw, str) else ""
+        if not text:
+            plan.skipped[SKIPPED_NO_EMAIL] += 1
+            return
+        plan.skipped[SKIPPED_INVALID_EMAIL] += 1
+        plan.refused.append(Refused(text[:254], f"{text[:254]!r} is not a valid email address; "
+                                    "HubSpot would refuse it", "INVALID_EMAIL"))
+
     def _full_properties(
         self, contact: DesiredContact, known: KnownContact | None
     ) -> tuple[dict[str, str], Target]:
@@ -99,11 +113,11 @@ class Planner:
         below_since = None
         funnel = self.config.funnel
         if funnel and contact.stage is not None:
-            held_below = _aware(known.below_since) if known else None
-            decision = decide_stage(funnel, contact.stage, known.stage if known else None, held_below, self.now)
+            decision = decide_stage(funnel, contact.stage, known.stage if known else None,
+                                    known.below_since if known else None, self.now)
             full[funnel.property] = decision.stage
             below_since = decision.below_since
-        return full, Target(fingerprint(full), naive_utc(below_since) if below_since else None)
+        return full, Target(fingerprint(full), below_since)
 
     @staticmethod
     def _refuse_duplicates(plan: Plan, seen: Counter[str], desired: dict[str, object]) -> None:
@@ -130,7 +144,3 @@ class Planner:
             plan.targets[email] = target
             if stage_property and stage_property in delta:
                 plan.stage_moves.append((email, held.get(stage_property), delta[stage_property]))
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment

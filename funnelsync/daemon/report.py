@@ -58,7 +58,7 @@ def runs_text(runs: Iterable[Run]) -> str:
     for run in runs:
         ended = run.finished_at.isoformat(timespec="seconds") if run.finished_at else "(not finished)"
         lines.append(
-            f"  #{run.id} {run.started_at.isoformat(timespec='seconds')}Z -> {ended} {run.outcome}: "
+            f"  #{run.id} {run.started_at.isoformat(timespec='seconds')} -> {ended} {run.outcome}: "
             f"read {run.rows_read}, written {run.contacts_written}, rejected {run.contacts_rejected}, "
             f"calls {run.api_calls}" + (f" ({run.message[:200]})" if run.message else "")
         )
@@ -75,6 +75,6 @@ def rejects_text(rejects: list[Reject]) -> str:
         retry = "retried next run" if reject.will_retry else "not retried"
         lines.append(
             f"  {reject.email} [{reject.code}] {reject.reason} "
-            f"(attempts {reject.attempts}, last {reject.last_rejected_at.isoformat(timespec='seconds')}Z, {retry})"
+            f"(attempts {reject.attempts}, last {reject.last_rejected_at.isoformat(timespec='seconds')}, {retry})"
         )
     return "\n".join(lines)

@@ -54,9 +54,9 @@ class Progress:
 def run_sync(config: Config, *, dry_run: bool, stop: threading.Event | None = None) -> RunSummary:
     source = open_source(config)
     try:
-        crm = open_crm(config)
         state = open_state_for_reading(config) if dry_run else open_state(config)
         try:
+            crm = open_crm(config, used_today=state.api_calls_today())
             engine = SyncEngine(config, source, crm, state, stop=stop, progress=Progress())
             return engine.sync(dry_run=dry_run)
         finally:

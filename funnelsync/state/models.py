@@ -1,4 +1,4 @@
-"""The state database's tables. Times are naive UTC (SQLite keeps no zone)."""
+"""The state database's tables. Times are aware and in UTC."""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from funnelsync.state.models import (
 )
 
 _CHUNK = 500
+_LOCK_KEY = 0x66756E6E656C  # "funnel": the advisory lock that one sync at a time holds
 
 
 def fingerprint(properties: Mapping[str, object]) -> str:
@@ -35,11 +36,12 @@ def fingerprint(properties: Mapping[str, object]) -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC)
 
 
-def naive_utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+def as_utc(moment: datetime) -> datetime:
+    """Aware, in UTC; a naive time is taken to be UTC already."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,11 @@ class StateStore:
 
     # -- opening -----------------------------------------------------------------------------
 
-    def _check_and_create(self) -> None:
+    def _check_and_create(self, *, attempt: int = 1) -> None:
         try:
             tables = set(sa.inspect(self.engine).get_table_names())
+        except OperationalError as exc:
+            raise StateError(f"cannot open the state database at {self._where()}: {exc.orig}") from None
         except DatabaseError as exc:
             raise StateError(
                 f"the state database at {self._where()} is not readable ({exc.orig}); "
@@ -96,11 +100,13 @@ class StateStore:
                 "point state.url at a new file or an empty database"
             )
         if not tables:
-            SQLModel.metadata.create_all(self.engine)
-            with Session(self.engine) as session:
-                session.add(Meta(key="application", value=APPLICATION))
-                session.add(Meta(key="schema_version", value=SCHEMA_VERSION))
-                session.commit()
+            try:
+                self._create()
+            except DatabaseError:
+                if attempt > 1:
+                    raise
+                # another process created it at the same moment: look again
+                self._check_and_create(attempt=attempt + 1)
             return
         with Session(self.engine) as session:
             meta = {m.key: m.value for m in session.exec(select(Meta))}
@@ -112,6 +118,13 @@ class StateStore:
                 f"this funnelsync knows {SCHEMA_VERSION}"
             )
 
+    def _create(self) -> None:
+        SQLModel.metadata.create_all(self.engine)
+        with Session(self.engine) as session:
+            session.add(Meta(key="application", value=APPLICATION))
+            session.add(Meta(key="schema_version", value=SCHEMA_VERSION))
+            session.commit()
+
     def _where(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
 
@@ -122,15 +135,16 @@ class StateStore:
     def exclusive(self) -> Iterator[None]:
         """Hold the state for one sync; raise StateLocked at once when another sync holds it."""
         if self.engine.dialect.name == "postgresql":
-            with self.engine.connect() as connection:
-                got = connection.execute(sa.text("SELECT pg_try_advisory_lock(hashtext('funnelsync'))")).scalar()
+            # autocommit: a session-level lock must not hold a transaction open for the whole
+            # sync (servers end sessions idle in a transaction)
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                got = connection.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": _LOCK_KEY}).scalar()
                 if not got:
                     raise StateLocked(f"another funnelsync sync holds the state at {self._where()}")
                 try:
                     yield
                 finally:
-                    connection.execute(sa.text("SELECT pg_advisory_unlock(hashtext('funnelsync'))"))
-                    connection.commit()
+                    connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
             return
         database = self.engine.url.database
         if not database or database == ":memory:":
@@ -199,6 +213,13 @@ class StateStore:
             session.add(run)
             session.commit()
 
+    def api_calls_today(self) -> int:
+        """HubSpot requests sent by runs that started today (UTC), for the daily budget."""
+        midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+        query = select(func.coalesce(func.sum(Run.api_calls), 0)).where(col(Run.started_at) >= midnight)
+        with Session(self.engine) as session:
+            return int(session.exec(query).one())
+
     def recent_runs(self, limit: int = 10) -> list[Run]:
         with Session(self.engine) as session:
             return list(session.exec(select(Run).order_by(col(Run.id).desc()).limit(limit)))
@@ -240,7 +261,7 @@ class StateStore:
         contact.fingerprint = write.fingerprint
         contact.record_id = write.record_id or contact.record_id
         contact.written_at = now
-        contact.below_since = naive_utc(write.below_since) if write.below_since else None
+        contact.below_since = write.below_since
         if write.stage_property and write.stage_property in write.sent:
             new_stage = write.sent[write.stage_property]
             if new_stage != contact.stage:
@@ -275,7 +296,7 @@ class StateStore:
                 query = select(Contact).where(col(Contact.email).in_(emails[start : start + _CHUNK]))
                 for contact in session.exec(query):
                     contact.fingerprint, since = changes[contact.email]
-                    contact.below_since = naive_utc(since) if since else None
+                    contact.below_since = since
                     session.add(contact)
             session.commit()
 
@@ -299,10 +320,3 @@ class StateStore:
         with Session(self.engine) as session:
             return int(session.exec(select(func.count()).select_from(Contact)).one())
 
-
-def ensure_reachable(store: StateStore) -> None:
-    try:
-        with store.engine.connect():
-            pass
-    except OperationalError as exc:
-        raise StateError(f"cannot open the state database: {exc.orig}") from None

@@ -1,0 +1,103 @@
+"""Shared fixtures: a sandbox over real HTTP, and a small analytics database with a config."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from funnelsync.config import Config, parse_config
+from funnelsync.connectors.sandbox import SandboxServer
+from tests.postgres import postgres_cluster, postgres_url, state_url  # noqa: F401  (fixtures)
+
+TOKEN = "test-token-0123456789"
+TOKEN_ENV = "FUNNELSYNC_TEST_HUBSPOT_TOKEN"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def hubspot_token(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    return TOKEN
+
+
+class Analytics:
+    """A SQLite analytics database with one `usage` row per developer."""
+
+    COLUMNS = ("email", "role", "used_event_count", "signed_up_at", "last_event_at")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with self._connect() as db:
+            db.execute(
+                "CREATE TABLE usage (email TEXT, role TEXT, used_event_count INTEGER, "
+                "signed_up_at TEXT, last_event_at TEXT)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path)
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def add(self, email: str, role: str | None = "Engineering", calls: Any = 0,
+            signed_up_at: str | None = "2026-01-15", last_event_at: str | None = None) -> None:
+        with self._connect() as db:
+            db.execute("INSERT INTO usage VALUES (?, ?, ?, ?, ?)", (email, role, calls, signed_up_at, last_event_at))
+
+    def add_many(self, count: int, *, calls: int = 0, prefix: str = "dev") -> list[str]:
+        emails = [f"{prefix}{i}@example.com" for i in range(count)]
+        with self._connect() as db:
+            db.executemany(
+                "INSERT INTO usage VALUES (?, 'Engineering', ?, '2026-01-15', NULL)",
+                [(email, calls) for email in emails],
+            )
+        return emails
+
+    def set_calls(self, email: str, calls: int) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE usage SET used_event_count = ? WHERE email = ?", (calls, email))
+
+
+@pytest.fixture
+def analytics(tmp_path: Path) -> Analytics:
+    return Analytics(tmp_path / "analytics.db")
+
+
+def config_data(analytics: Analytics, base_url: str, state_path: Path) -> dict[str, Any]:
+    return {
+        "source": {"kind": "sql", "url": analytics.url, "key": "email",
+                   "query": "SELECT email, role, used_event_count, signed_up_at, last_event_at FROM usage"},
+        "hubspot": {"base_url": base_url, "token_env": TOKEN_ENV, "requests_per_10s": 250,
+                    "property_group": "funnelsync"},
+        "state": {"url": f"sqlite:///{state_path}"},
+        "properties": [
+            {"column": "used_event_count", "name": "used_event_count", "label": "Used Event Count", "type": "number"},
+            {"column": "role", "name": "developer_role", "label": "Developer role", "type": "enumeration",
+             "options": ["Engineering", "Product", "Sales"]},
+            {"column": "signed_up_at", "name": "api_signed_up_at", "label": "Signed up", "type": "date"},
+            {"column": "last_event_at", "name": "last_api_call_at", "label": "Last call", "type": "datetime"},
+        ],
+        "funnel": {
+            "metric": "used_event_count", "property": "api_integration_stage", "label": "API integration stage",
+            "stages": [
+                {"value": "top", "label": "Not yet integrated"},
+                {"value": "middle", "label": "Integrated in sandbox", "above": 0},
+                {"value": "bottom", "label": "Integrated in production", "above": 1000},
+            ],
+        },
+    }
+
+
+@pytest.fixture
+def config(analytics: Analytics, sandbox: SandboxServer, tmp_path: Path) -> Config:
+    return parse_config(config_data(analytics, sandbox.url, tmp_path / "state.db"))

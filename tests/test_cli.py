@@ -1,0 +1,294 @@
+"""The command line as a RevOps admin or an engineer meets it: messages, exit statuses, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from filelock import FileLock
+
+from funnelsync.connectors.sandbox import SandboxServer
+from funnelsync.state import StateStore
+from tests.conftest import TOKEN, TOKEN_ENV, Analytics, config_data
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> Path:
+    def value(v: Any) -> str:
+        return (
+            json.dumps(v)
+            if not isinstance(v, dict)
+            else "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        )
+
+    lines: list[str] = []
+    for section in ("source", "hubspot", "state", "daemon", "funnel"):
+        if section not in data:
+            continue
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {value(v)}" for k, v in data[section].items() if k != "stages"]
+    for stage in data.get("funnel", {}).get("stages", []):
+        lines.append("[[funnel.stages]]")
+        lines += [f"{k} = {value(v)}" for k, v in stage.items()]
+    for prop in data.get("properties", []):
+        lines.append("[[properties]]")
+        lines += [f"{k} = {value(v)}" for k, v in prop.items()]
+    path.write_text("\n".join(lines) + "\n")
+    tomllib.loads(path.read_text())
+    return path
+
+
+def funnelsync(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "funnelsync", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def config_file(analytics: Analytics, sandbox: SandboxServer, tmp_path: Path) -> Path:
+    return write_toml(
+        tmp_path / "config.toml", config_data(analytics, sandbox.url, tmp_path / "state.db")
+    )
+
+
+def test_sync_exits_0_when_everything_is_written(
+    config_file: Path, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    analytics.add_many(3, calls=5)
+    result = funnelsync("-c", str(config_file), "sync")
+    assert result.returncode == 0, result.stderr
+    assert "contacts written: 3" in result.stdout
+    assert len(sandbox.store.contacts_by_email()) == 3
+
+
+def test_sync_exits_1_when_records_were_rejected_and_rejects_lists_them(
+    config_file: Path, analytics: Analytics
+) -> None:
+    analytics.add("ada@example.com", role="Astronaut")
+    analytics.add("grace@example.com")
+    result = funnelsync("-c", str(config_file), "sync")
+    assert result.returncode == 1, result.stderr
+    listing = funnelsync("-c", str(config_file), "rejects")
+    assert listing.returncode == 0
+    assert "ada@example.com" in listing.stdout and "Astronaut" in listing.stdout
+    assert "retried next run" in listing.stdout
+
+
+def test_a_config_error_exits_2_naming_every_key_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[source]\nkind = "sql"\nquery = "SELECT 1"\n[hubspot]\nrequests_per_10s = "many"\n'
+        '[[properties]]\ncolumn = "x"\nname = "x"\nlabel = "X"\ntype = "currency"\n'
+    )
+    result = funnelsync("-c", str(path), "sync")
+    assert result.returncode == 2
+    assert "source.url: is required" in result.stderr
+    assert "hubspot.requests_per_10s" in result.stderr
+    assert "properties[0].type" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_wrong_token_exits_3_and_the_token_appears_nowhere(
+    config_file: Path, analytics: Analytics
+) -> None:
+    analytics.add("ada@example.com")
+    secret = "pat-na1-wrong-0000-secret"
+    result = funnelsync("-c", str(config_file), "sync", env={TOKEN_ENV: secret})
+    assert result.returncode == 3
+    assert TOKEN_ENV in result.stderr and "401" in result.stderr
+    assert secret not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    debug = funnelsync("-c", str(config_file), "--debug", "sync", env={TOKEN_ENV: secret})
+    assert secret not in debug.stdout + debug.stderr
+
+
+def test_the_token_never_reaches_the_logs_or_the_state(
+    config_file: Path, analytics: Analytics, tmp_path: Path
+) -> None:
+    analytics.add_many(3)
+    result = funnelsync("-c", str(config_file), "--debug", "sync")
+    assert result.returncode == 0
+    assert TOKEN not in result.stdout + result.stderr
+    assert TOKEN.encode() not in (tmp_path / "state.db").read_bytes()
+
+
+def test_a_missing_token_variable_exits_2_naming_it(
+    config_file: Path, analytics: Analytics
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    result = subprocess.run(
+        [sys.executable, "-m", "funnelsync", "-c", str(config_file), "sync"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"hubspot.token_env: the environment variable {TOKEN_ENV} is not set" in result.stderr
+
+
+def test_a_sync_exits_4_while_another_sync_holds_the_state(
+    config_file: Path, analytics: Analytics, tmp_path: Path
+) -> None:
+    analytics.add("ada@example.com")
+    StateStore(f"sqlite:///{tmp_path / 'state.db'}").close()
+    with FileLock(str(tmp_path / "state.db.lock")):
+        result = funnelsync("-c", str(config_file), "sync")
+    assert result.returncode == 4
+    assert "another funnelsync sync holds the state" in result.stderr
+
+
+def test_plan_prints_every_change_and_writes_nothing(
+    config_file: Path, analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    analytics.add("ada@example.com", calls=2000)
+    result = funnelsync("-c", str(config_file), "plan")
+    assert result.returncode == 0, result.stderr
+    assert "write ada@example.com" in result.stdout
+    assert "stage (none) -> bottom" in result.stdout
+    assert "properties to create" in result.stdout
+    assert sandbox.store.contacts_by_email() == {}
+    assert not (tmp_path / "state.db").exists()
+
+
+def test_validate_checks_source_token_and_properties(
+    config_file: Path, analytics: Analytics
+) -> None:
+    analytics.add("ada@example.com")
+    result = funnelsync("-c", str(config_file), "validate")
+    assert result.returncode == 0, result.stderr
+    assert "token accepted" in result.stdout
+    assert "properties to create on the first sync" in result.stdout
+    wrong = funnelsync("-c", str(config_file), "validate", env={TOKEN_ENV: "nope"})
+    assert wrong.returncode == 3
+
+
+def test_status_shows_runs_and_the_funnel(config_file: Path, analytics: Analytics) -> None:
+    analytics.add("ada@example.com", calls=0)
+    analytics.add("grace@example.com", calls=5000)
+    funnelsync("-c", str(config_file), "sync")
+    result = funnelsync("-c", str(config_file), "status")
+    assert result.returncode == 0, result.stderr
+    assert "ok: read 2, written 2" in result.stdout
+    assert "top: 1" in result.stdout and "bottom: 1" in result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def wait_for(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+class Daemon:
+    """`funnelsync run` in its own process, its logs in a file."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "funnelsync", "-c", str(config_path), "run"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self, timeout: float = 20) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+    @property
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+
+def test_the_daemon_syncs_serves_health_and_stops_cleanly_on_sigterm(
+    analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    analytics.add_many(20, calls=5)
+    port = free_port()
+    data = config_data(analytics, sandbox.url, tmp_path / "state.db")
+    data["daemon"] = {"schedule": "0 0 1 1 *", "http": f"127.0.0.1:{port}"}
+    path = write_toml(tmp_path / "config.toml", data)
+    daemon = Daemon(path, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: len(sandbox.store.contacts_by_email()) == 20)
+        wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200)
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and "funnelsync_contacts_written_total 20" in metrics
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+    assert '"event": "daemon stopped"' in daemon.logs
+
+
+def test_sigterm_mid_backfill_finishes_the_batch_in_flight_and_records_only_what_was_confirmed(
+    analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    emails = analytics.add_many(1000, calls=5)
+    for _ in range(10):
+        sandbox.inject_fault(
+            method="POST",
+            path_prefix="/crm/v3/objects/contacts/batch/upsert",
+            kind="slow",
+            delay=0.3,
+        )
+    port = free_port()
+    data = config_data(analytics, sandbox.url, tmp_path / "state.db")
+    data["daemon"] = {"schedule": "0 0 1 1 *", "http": f"127.0.0.1:{port}"}
+    path = write_toml(tmp_path / "config.toml", data)
+    daemon = Daemon(path, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: 0 < len(sandbox.store.contacts_by_email()))
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+    in_hubspot = set(sandbox.store.contacts_by_email())
+    assert 0 < len(in_hubspot) < 1000
+    state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    assert state.contact_count() == len(in_hubspot)
+    assert state.recent_runs()[0].outcome == "stopped"
+    # the next run carries on from there and writes only the rest
+    before = len([r for r in sandbox.store.request_log() if r["path"].endswith("batch/upsert")])
+    result = funnelsync("-c", str(path), "sync")
+    assert result.returncode == 0
+    assert set(sandbox.store.contacts_by_email()) == set(emails)
+    after = len([r for r in sandbox.store.request_log() if r["path"].endswith("batch/upsert")])
+    assert after - before == -(-(1000 - len(in_hubspot)) // 100)
