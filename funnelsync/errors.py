@@ -6,7 +6,9 @@ engine and the CLI decide by class only, never by message text.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 class FunnelsyncError(Exception):
@@ -80,10 +82,10 @@ class RateLimited(RetriableError):
 class BatchRejected(FunnelsyncError):
     """A whole batch was refused (HubSpot 400) because of some of its rows.
 
-    `bad_keys` are the contact keys the error names; empty when it names none.
+    `body` is the remote's parsed answer, from which its connector finds the rows it names.
     """
 
-    def __init__(self, message: str, *, bad_keys: frozenset[str] = frozenset(), code: str = "") -> None:
+    def __init__(self, message: str, *, body: Mapping[str, Any] | None = None, code: str = "") -> None:
         super().__init__(message)
-        self.bad_keys = bad_keys
+        self.body = body or {}
         self.code = code

@@ -1,6 +1,8 @@
 """One retry policy for every remote: retry `RetriableError` only, by class, never by text.
 
-Waits are jittered exponential, but never shorter than the remote's `Retry-After`.
+Waits are jittered exponential, but never shorter than the remote's `Retry-After`. Being rate
+limited is not a failure: 429s are waited out for up to `rate_limit_patience` seconds and do
+not use up the attempts, which count failures (5xx, timeouts, resets).
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import structlog
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
-from funnelsync.errors import RetriableError
+from funnelsync.errors import RateLimited, RetriableError
 
 T = TypeVar("T")
 log = structlog.get_logger("funnelsync.retry")
@@ -40,18 +42,33 @@ def _log_retry(state: RetryCallState) -> None:
     )
 
 
+class _StopAfterFailures:
+    def __init__(self, attempts: int, rate_limit_patience: float) -> None:
+        self.attempts = attempts
+        self.patience = rate_limit_patience
+        self.failures = 0
+
+    def __call__(self, state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RateLimited):
+            return state.seconds_since_start >= self.patience
+        self.failures += 1
+        return self.failures >= self.attempts
+
+
 def call_with_retries(
     fn: Callable[..., T],
     *args: Any,
     attempts: int = 6,
     initial_wait: float = 0.5,
     max_wait: float = 30.0,
+    rate_limit_patience: float = 600.0,
     sleep: Callable[[float], None] | None = None,
     **kwargs: Any,
 ) -> T:
     retrying = Retrying(
         retry=retry_if_exception_type(RetriableError),
-        stop=stop_after_attempt(attempts),
+        stop=_StopAfterFailures(attempts, rate_limit_patience),
         wait=_WaitHonouringRetryAfter(initial_wait, max_wait),
         before_sleep=_log_retry,
         reraise=True,

@@ -21,9 +21,11 @@ class HubSpotCrm(Crm):
         *,
         budget: RequestBudget | None = None,
         retry_attempts: int = 6,
+        rate_limit_wait: float = 1.0,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        self.api = HubSpotApi(settings, token, budget=budget, retry_attempts=retry_attempts, sleep=sleep)
+        self.api = HubSpotApi(settings, token, budget=budget, retry_attempts=retry_attempts,
+                              rate_limit_wait=rate_limit_wait, sleep=sleep)
         self._provisioner = PropertyProvisioner(self.api)
         self._writer = ContactWriter(self.api)
 

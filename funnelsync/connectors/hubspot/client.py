@@ -40,9 +40,11 @@ class HubSpotApi:
         *,
         budget: RequestBudget | None = None,
         retry_attempts: int = 6,
+        rate_limit_wait: float = 1.0,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.rate_limit_wait = rate_limit_wait  # after a 429 that carries no Retry-After
         # api_request ignores `host` and reads `base_url`: give both so every path goes one place.
         self.client = hubspot.Client.create(
             access_token=token, host=settings.base_url, base_url=settings.base_url
@@ -53,6 +55,7 @@ class HubSpotApi:
         self.retry_attempts = retry_attempts
         self._sleep = sleep
         self.calls = 0
+        self.rate_limited = 0
 
     def call(
         self,
@@ -79,7 +82,9 @@ class HubSpotApi:
                     return None, answer.status
                 error = classify(answer, self.settings.token_env)
                 if isinstance(error, RateLimited):
-                    self.budget.pause(error.retry_after or 1.0)
+                    error.retry_after = error.retry_after or self.rate_limit_wait
+                    self.budget.pause(error.retry_after)
+                    self.rate_limited += 1
                 raise error from None
             except urllib3.exceptions.HTTPError as exc:
                 raise RetriableError(f"no answer from HubSpot ({type(exc).__name__})") from None

@@ -7,8 +7,6 @@ row is the batch halved. Results are matched to inputs by `objectWriteTraceId` o
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +15,7 @@ from hubspot.crm.contacts import BatchInputSimplePublicObjectBatchInputUpsert, S
 
 from funnelsync.connectors.crm import ContactWrite, WriteResult
 from funnelsync.connectors.hubspot.client import HubSpotApi
+from funnelsync.connectors.hubspot.rejections import rows_named
 from funnelsync.errors import BatchRejected
 
 log = structlog.get_logger("funnelsync.hubspot")
@@ -34,36 +33,6 @@ def _inputs(batch: Sequence[ContactWrite]) -> BatchInputSimplePublicObjectBatchI
             for position, write in enumerate(batch)
         ]
     )
-
-
-def _error_text(error: Any) -> str:
-    parts = [str(getattr(error, "message", "") or "")]
-    context = getattr(error, "context", None) or {}
-    parts += [json.dumps(context)]
-    return " ".join(parts)
-
-
-def rows_named(batch: Sequence[ContactWrite], text: str, properties_named: set[str]) -> list[int]:
-    """Positions of the rows an error message names: by email, or by the offending value of a
-    property the error names (HubSpot's INVALID_OPTION names the value, not the contact)."""
-    lowered = text.lower()
-    tokens = set(re.findall(r"[^\s\"'\[\]{},:;()]+", lowered))
-    named = []
-    for position, write in enumerate(batch):
-        if write.email in tokens:
-            named.append(position)
-            continue
-        for prop in properties_named:
-            value = write.properties.get(prop)
-            if value and (value.lower() in tokens or f'"{value.lower()}"' in lowered or f"'{value.lower()}'" in lowered):
-                named.append(position)
-                break
-    return named
-
-
-def _properties_named(rejection: BatchRejected, body_text: str, batch: Sequence[ContactWrite]) -> set[str]:
-    sent = {name for write in batch for name in write.properties}
-    return {name for name in sent if re.search(rf"\b{re.escape(name)}\b", body_text)}
 
 
 class ContactWriter:
@@ -85,19 +54,17 @@ class ContactWriter:
     def _narrow(
         self, batch: Sequence[ContactWrite], rejection: BatchRejected, pending: list[Sequence[ContactWrite]]
     ) -> list[WriteResult]:
-        reason = str(rejection)
-        named = set(rows_named(batch, reason, _properties_named(rejection, reason, batch)))
-        if len(batch) == 1:
-            named = {0}
+        named = rows_named(batch, rejection.body)
+        if len(batch) == 1 and not named:
+            named = {0: str(rejection)}
         if named:
             rest = [write for position, write in enumerate(batch) if position not in named]
             if rest:
                 pending.append(rest)
             log.info("rows set aside", rejected=len(named), resent=len(rest), code=rejection.code)
-            return [
-                WriteResult(batch[p].email, ok=False, reason=reason, code=rejection.code or "VALIDATION_ERROR")
-                for p in sorted(named)
-            ]
+            code = rejection.code or "VALIDATION_ERROR"
+            return [WriteResult(batch[p].email, ok=False, reason=named[p] or str(rejection), code=code)
+                    for p in sorted(named)]
         middle = len(batch) // 2
         log.info("batch refused without naming rows: halving", size=len(batch), code=rejection.code)
         pending += [batch[middle:], batch[:middle]]
@@ -115,7 +82,7 @@ class ContactWriter:
             if write is not None:
                 answered[write.email] = WriteResult(write.email, ok=True, record_id=str(result.id))
         for error in getattr(data, "errors", None) or []:
-            for write in self._rows_of_error(error, batch, by_email):
+            for write in self._rows_of_error(error, batch):
                 answered[write.email] = WriteResult(
                     write.email, ok=False, reason=str(error.message), code=str(error.category or "ERROR")
                 )
@@ -125,11 +92,6 @@ class ContactWriter:
         ]
 
     @staticmethod
-    def _rows_of_error(error: Any, batch: Sequence[ContactWrite], by_email: dict[str, ContactWrite]) -> list[ContactWrite]:
-        context = getattr(error, "context", None) or {}
-        ids = [str(i).lower() for key in ("ids", "id", "emails") for i in context.get(key) or []]
-        found = [by_email[i] for i in ids if i in by_email]
-        if found:
-            return found
-        named = rows_named(batch, _error_text(error), set())
-        return [batch[p] for p in named]
+    def _rows_of_error(error: Any, batch: Sequence[ContactWrite]) -> list[ContactWrite]:
+        detail = {"message": error.message, "context": getattr(error, "context", None) or {}}
+        return [batch[p] for p in rows_named(batch, {"errors": [detail]})]

@@ -22,7 +22,6 @@ from funnelsync.errors import (
 )
 
 RETRIABLE_STATUSES = frozenset({500, 502, 503, 504, 520, 521, 522, 523, 524})
-DEFAULT_RATE_LIMIT_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def _rate_limited(answer: HubSpotAnswer, token_env: str) -> FunnelsyncError:
         )
     return RateLimited(
         f"HubSpot rate limit ({answer.body.get('policyName') or 'unknown policy'})",
-        retry_after=answer.retry_after or DEFAULT_RATE_LIMIT_WAIT,
+        retry_after=answer.retry_after,
     )
 
 
@@ -97,7 +96,8 @@ def _server_error(answer: HubSpotAnswer, token_env: str) -> FunnelsyncError:
 
 def _validation(answer: HubSpotAnswer, token_env: str) -> FunnelsyncError:
     codes = [str(e.get("code")) for e in answer.body.get("errors") or [] if e.get("code")]
-    return BatchRejected(answer.message, code=codes[0] if codes else str(answer.body.get("category") or ""))
+    return BatchRejected(answer.message, body=answer.body,
+                         code=codes[0] if codes else str(answer.body.get("category") or ""))
 
 
 def _other(answer: HubSpotAnswer, token_env: str) -> FunnelsyncError:
