@@ -22,4 +22,4 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) demo *.egg-info funnelsync-state.db funnelsync-state.db.lock
+	rm -rf $(VENV) demo *.egg-info funnelsync-state.db*

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from filelock import FileLock
 
 from funnelsync.connectors.sandbox import SandboxServer
 from funnelsync.state import StateStore
@@ -146,8 +145,7 @@ def test_a_sync_exits_4_while_another_sync_holds_the_state(
     config_file: Path, analytics: Analytics, tmp_path: Path
 ) -> None:
     analytics.add("ada@example.com")
-    StateStore(f"sqlite:///{tmp_path / 'state.db'}").close()
-    with FileLock(str(tmp_path / "state.db.lock")):
+    with StateStore(f"sqlite:///{tmp_path / 'state.db'}").exclusive():
         result = funnelsync("-c", str(config_file), "sync")
     assert result.returncode == 4
     assert "another funnelsync sync holds the state" in result.stderr

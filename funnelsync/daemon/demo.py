@@ -37,8 +37,8 @@ def demo_config(config: Config, folder: Path, sandbox_url: str) -> Config:
 def run_demo(config: Config, workdir: str, *, developers: int, serve: bool) -> None:
     folder = Path(workdir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    for leftover in ("state.db", "state.db.lock"):
-        (folder / leftover).unlink(missing_ok=True)
+    for leftover in folder.glob("state.db*"):
+        leftover.unlink()
     started = time.monotonic()
     build_demo_database(folder / "analytics.db", developers=developers)
     click.echo(f"demo analytics database: {folder / 'analytics.db'} ({developers} developers, "

@@ -1,8 +1,10 @@
-"""One sync: read the source, plan against the state, provision, write in batches, record.
+"""One sync: read the source, plan against the state into the journal, provision, write the
+journaled batches, record each batch's results.
 
-A batch's results are recorded in the state in one transaction right after HubSpot answered,
-so a contact counts as written only once HubSpot confirmed it, and a stop or a crash between
-batches loses nothing: the next run's diff sends what was not confirmed.
+A batch's results are recorded with its journal operation marked done in one transaction,
+right after HubSpot answered: a contact counts as written only once HubSpot confirmed it, and
+a stop or a crash between batches loses nothing. The next run first closes what an earlier
+run left unfinished, then its diff plans again whatever was not confirmed.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from datetime import UTC, datetime
 import structlog
 
 from funnelsync.config import Config
-from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport, WriteResult
+from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport
 from funnelsync.connectors.source import Source
 from funnelsync.daemon.plan import Plan, Planner, check_columns
+from funnelsync.daemon.sinks import JournalSink, PreviewSink
 from funnelsync.errors import DailyLimitReached, FunnelsyncError
 from funnelsync.mappings.schema import property_specs
-from funnelsync.state.store import Confirmed, Refused, StateStore
+from funnelsync.state.store import Confirmed, Refused, StateStore, WriteBatch
 
 log = structlog.get_logger("funnelsync.sync")
 
@@ -44,7 +47,9 @@ class RunSummary:
     seconds: float = 0.0
     schema: SchemaReport = field(default_factory=SchemaReport)
     stopped_early: bool = False
-    plan: Plan | None = None
+    resumed_writes: int = 0
+    preview: PreviewSink | None = None
+    refused: list[Refused] = field(default_factory=list)
 
     @property
     def exit_status(self) -> int:
@@ -55,6 +60,16 @@ class RunSummary:
         if self.stopped_early:
             return "stopped"
         return "rejects" if self.rejected else "ok"
+
+    def add_plan(self, plan: Plan) -> None:
+        self.rows_read = plan.rows_read
+        self.skipped = dict(plan.skipped)
+        self.contacts = plan.contacts
+        self.unchanged = plan.unchanged
+        self.to_write = plan.to_write
+        self.rejected = len(plan.refused)
+        self.refused = plan.refused
+        self.stage_moves = plan.stage_moves
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -83,22 +98,22 @@ class SyncEngine:
     def sync(self, *, dry_run: bool = False) -> RunSummary:
         started = time.monotonic()
         if dry_run:
-            summary = self._run(None, dry_run=True)
+            summary = self._preview()
             summary.seconds = time.monotonic() - started
             return summary
         with self.state.exclusive():
             run_id = self.state.start_run()
             bound = log.bind(run_id=run_id)
             try:
-                summary = self._run(run_id, dry_run=False)
+                summary = self._run(run_id)
             except FunnelsyncError as exc:
                 outcome = "daily-limit" if isinstance(exc, DailyLimitReached) else "failed"
-                self.state.finish_run(run_id, outcome, message=str(exc)[:2000],
-                                      api_calls=self.crm.calls_made if self.crm else 0)
+                self.state.finish_run(run_id, outcome, message=str(exc)[:2000], api_calls=self._calls())
                 bound.error("sync failed", error=type(exc).__name__, reason=str(exc))
                 raise
             except BaseException as exc:
-                self.state.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000])
+                self.state.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000],
+                                      api_calls=self._calls())
                 raise
             summary.seconds = time.monotonic() - started
             self.state.finish_run(
@@ -110,69 +125,65 @@ class SyncEngine:
             bound.info("sync finished", outcome=summary.outcome, rows=summary.rows_read,
                        written=summary.written, rejected=summary.rejected, unchanged=summary.unchanged,
                        skipped=summary.skipped, api_calls=summary.api_calls,
-                       seconds=round(summary.seconds, 2))
+                       resumed_writes=summary.resumed_writes, seconds=round(summary.seconds, 2))
             return summary
 
-    def _run(self, run_id: int | None, *, dry_run: bool) -> RunSummary:
-        summary = RunSummary(run_id, dry_run)
+    def _calls(self) -> int:
+        return self.crm.calls_made if self.crm else 0
+
+    def _plan(self, sink: JournalSink | PreviewSink) -> Plan:
         source_rows = self.source.read()
         check_columns(self.config, source_rows.columns, self.source.key)
-        plan = Planner(self.config, self.state, self.now()).plan(source_rows.rows, self.source.key)
+        plan = Planner(self.config, self.state, self.now(), sink).plan(source_rows.rows, self.source.key)
+        sink.finish()
         for reason, count in source_rows.skipped.items():
             plan.skipped[reason] += count
-        summary.plan = plan
-        summary.rows_read = plan.rows_read
-        summary.skipped = dict(plan.skipped)
-        summary.contacts = plan.contacts
-        summary.unchanged = plan.unchanged
-        summary.to_write = len(plan.writes)
-        summary.rejected = len(plan.refused)
-        summary.stage_moves = Counter(to for _, _, to in plan.stage_moves)
+        return plan
+
+    def _preview(self) -> RunSummary:
+        summary = RunSummary(None, dry_run=True)
+        summary.preview = PreviewSink()
+        summary.add_plan(self._plan(summary.preview))
         if self.crm is not None:
-            summary.schema = self.crm.ensure_properties(property_specs(self.config), dry_run=dry_run)
-        if dry_run:
-            return summary
-        assert run_id is not None
-        self.state.record_results(run_id, [], plan.refused)
-        self._write(run_id, plan, summary)
-        if plan.unsent and not summary.stopped_early:
-            self.state.record_unsent(plan.unsent)
-        summary.api_calls = self.crm.calls_made if self.crm else 0
+            summary.schema = self.crm.ensure_properties(property_specs(self.config), dry_run=True)
         return summary
 
-    def _write(self, run_id: int, plan: Plan, summary: RunSummary) -> None:
+    def _run(self, run_id: int) -> RunSummary:
+        summary = RunSummary(run_id, dry_run=False)
+        summary.resumed_writes = self.state.recover(run_id)
+        summary.add_plan(self._plan(JournalSink(self.state, run_id, self.config.hubspot.batch_size)))
         assert self.crm is not None
-        size = self.config.hubspot.batch_size
-        stage_property = self.config.funnel.property if self.config.funnel else None
-        total = len(plan.writes)
-        for start in range(0, total, size):
+        summary.schema = self.crm.ensure_properties(property_specs(self.config))
+        self.state.record_results(run_id, [], summary.refused)
+        self._write(run_id, summary)
+        summary.api_calls = self._calls()
+        return summary
+
+    def _write(self, run_id: int, summary: RunSummary) -> None:
+        done = 0
+        for batch in self.state.planned_write_batches(run_id):
             if self.stop.is_set():
                 summary.stopped_early = True
                 log.warning("stop requested: leaving the rest for the next run",
-                            run_id=run_id, written=summary.written, left=total - start)
+                            run_id=run_id, written=summary.written, left=summary.to_write - done)
                 return
-            batch = plan.writes[start : start + size]
-            results = self.crm.write_contacts(batch)
-            self._record(run_id, plan, batch, results, stage_property, summary)
+            self._send(run_id, batch, summary)
+            done += len(batch.writes)
             if self.progress:
-                self.progress(min(start + size, total), total)
+                self.progress(done, summary.to_write)
 
-    def _record(self, run_id: int, plan: Plan, batch: list[ContactWrite], results: list[WriteResult],
-                stage_property: str | None, summary: RunSummary) -> None:
-        sent = {write.email: write.properties for write in batch}
-        confirmed = []
-        refused = []
-        for result in results:
-            if result.ok:
-                target = plan.targets[result.email]
-                confirmed.append(Confirmed(result.email, result.record_id, sent[result.email],
-                                           target.fingerprint, stage_property, target.below_since))
-                summary.properties_written += len(sent[result.email])
-            else:
-                refused.append(Refused(result.email, result.reason, result.code))
-        self.state.record_results(run_id, confirmed, refused)
+    def _send(self, run_id: int, batch: WriteBatch, summary: RunSummary) -> None:
+        assert self.crm is not None
+        planned = {write.email: write for write in batch.writes}
+        results = self.crm.write_contacts([ContactWrite(w.email, w.properties) for w in batch.writes])
+        confirmed = [Confirmed(planned[r.email], r.record_id) for r in results if r.ok]
+        refused = [Refused(r.email, r.reason, r.code) for r in results if not r.ok]
+        stage_property = self.config.funnel.property if self.config.funnel else None
+        self.state.record_results(run_id, confirmed, refused, stage_property=stage_property,
+                                  operation_id=batch.operation_id)
         summary.written += len(confirmed)
         summary.rejected += len(refused)
+        summary.properties_written += sum(len(c.write.properties) for c in confirmed)
         if refused:
             log.warning("contacts rejected", run_id=run_id, count=len(refused),
                         first=refused[0].email, reason=refused[0].reason[:300])

@@ -1,47 +1,46 @@
-"""Planning a sync: source rows -> desired contacts -> the diff against what was last written."""
+"""Planning a sync: source rows -> desired contacts -> the diff against what was last written.
+
+Rows are planned in chunks, each diffed against the state with one look-up, and the writes go
+to a sink as they are found: the journal for a real run, a preview for `plan`. Memory stays flat
+however many contacts the source has.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
+from typing import Protocol
 
 from funnelsync.config import Config
-from funnelsync.connectors.crm import ContactWrite
 from funnelsync.connectors.source import Row
 from funnelsync.errors import ConfigError, ConfigProblem
 from funnelsync.mappings.contacts import DesiredContact, RejectedRow, map_row, normalize_email
 from funnelsync.mappings.funnel import decide_stage
-from funnelsync.state.store import KnownContact, Refused, StateStore, fingerprint
+from funnelsync.state.store import KnownContact, PlannedWrite, Refused, StateStore, fingerprint
 
 SKIPPED_NO_EMAIL = "no email"
 SKIPPED_INVALID_EMAIL = "invalid email"
+CHUNK = 2000
 
 
-@dataclass(frozen=True)
-class Target:
-    """What a contact's state becomes once its write is confirmed."""
-
-    fingerprint: str
-    below_since: datetime | None
+class PlanSink(Protocol):
+    def add_writes(self, writes: Sequence[PlannedWrite]) -> None: ...
+    def add_unsent(self, changes: dict[str, tuple[str, datetime | None]]) -> None: ...
+    def drop_writes(self, emails: set[str]) -> list[PlannedWrite]: ...
 
 
 @dataclass
 class Plan:
-    writes: list[ContactWrite] = field(default_factory=list)
-    targets: dict[str, Target] = field(default_factory=dict)
     refused: list[Refused] = field(default_factory=list)
-    unsent: dict[str, tuple[str, datetime | None]] = field(default_factory=dict)
-    stage_moves: list[tuple[str, str | None, str]] = field(default_factory=list)
+    stage_moves: Counter[str] = field(default_factory=Counter)
     rows_read: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     unchanged: int = 0
     contacts: int = 0
-
-    @property
-    def rows_skipped(self) -> int:
-        return sum(self.skipped.values())
+    to_write: int = 0
 
 
 def check_columns(config: Config, columns: Iterable[str], key: str) -> None:
@@ -57,42 +56,93 @@ def check_columns(config: Config, columns: Iterable[str], key: str) -> None:
         raise ConfigError(problems)
 
 
+def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
 class Planner:
-    def __init__(self, config: Config, state: StateStore, now: datetime) -> None:
+    def __init__(self, config: Config, state: StateStore, now: datetime, sink: PlanSink) -> None:
         self.config = config
         self.state = state
         self.now = now
+        self.sink = sink
+        self.stage_property = config.funnel.property if config.funnel else None
 
     def plan(self, rows: Iterable[Row], key: str) -> Plan:
         plan = Plan()
-        known = self.state.known_contacts()
-        desired: dict[str, tuple[DesiredContact, dict[str, str], Target]] = {}
-        seen: Counter[str] = Counter()
-        for row in rows:
+        seen: set[str] = set()
+        duplicates: Counter[str] = Counter()
+        for chunk in _chunks(rows, CHUNK):
+            desired = self._map_chunk(plan, chunk, key, seen, duplicates)
+            self._diff_chunk(plan, desired)
+        self._refuse_duplicates(plan, duplicates)
+        plan.contacts = len(seen)
+        return plan
+
+    def _map_chunk(self, plan: Plan, chunk: list[Row], key: str, seen: set[str],
+                   duplicates: Counter[str]) -> dict[str, DesiredContact]:
+        desired: dict[str, DesiredContact] = {}
+        for row in chunk:
             plan.rows_read += 1
             raw = row.get(key)
             email = normalize_email(raw)
             if email is None:
                 self._skip(plan, raw)
                 continue
-            seen[email] += 1
-            if seen[email] > 1:
+            if email in seen:
+                duplicates[email] += 1
+                desired.pop(email, None)
                 continue
+            seen.add(email)
             mapped = map_row(row, email, self.config)
             if isinstance(mapped, RejectedRow):
                 plan.refused.append(Refused(email, mapped.reason, mapped.code))
-                continue
-            full, target = self._full_properties(mapped, known.get(email))
-            if known.get(email) and known[email].fingerprint == target.fingerprint:
+            else:
+                desired[email] = mapped
+        return desired
+
+    def _diff_chunk(self, plan: Plan, desired: dict[str, DesiredContact]) -> None:
+        known = self.state.known_contacts(desired)
+        changed: dict[str, tuple[dict[str, str], str, datetime | None]] = {}
+        unsent: dict[str, tuple[str, datetime | None]] = {}
+        for email, contact in desired.items():
+            held = known.get(email)
+            full, below_since = self._full_properties(contact, held)
+            target = fingerprint(full)
+            if held is not None and held.fingerprint == target:
                 plan.unchanged += 1
-                if known[email].below_since != target.below_since:
-                    plan.unsent[email] = (target.fingerprint, target.below_since)
+                if held.below_since != below_since:
+                    unsent[email] = (target, below_since)
                 continue
-            desired[email] = (mapped, full, target)
-        self._refuse_duplicates(plan, seen, desired)
-        plan.contacts = len(seen)
-        self._diff(plan, desired, known)
-        return plan
+            changed[email] = (full, target, below_since)
+        written = self.state.written_properties(email for email in changed if email in known)
+        writes = []
+        for email, (full, target, below_since) in changed.items():
+            held_values = written.get(email, {})
+            delta = {name: value for name, value in full.items() if held_values.get(name, "") != value}
+            if not delta:
+                unsent[email] = (target, below_since)
+                continue
+            held = known.get(email)
+            writes.append(PlannedWrite(email, delta, target, below_since, held.stage if held else None))
+            if self.stage_property in delta:
+                plan.stage_moves[delta[self.stage_property]] += 1
+        plan.to_write += len(writes)
+        self.sink.add_writes(writes)
+        if unsent:
+            self.sink.add_unsent(unsent)
+
+    def _full_properties(self, contact: DesiredContact, known: KnownContact | None) -> tuple[dict[str, str], datetime | None]:
+        full = dict(contact.properties)
+        funnel = self.config.funnel
+        if funnel is None or contact.stage is None:
+            return full, None
+        decision = decide_stage(funnel, contact.stage, known.stage if known else None,
+                                known.below_since if known else None, self.now)
+        full[funnel.property] = decision.stage
+        return full, decision.below_since
 
     @staticmethod
     def _skip(plan: Plan, raw: object) -> None:
@@ -106,41 +156,16 @@ class Planner:
         plan.refused.append(Refused(text[:254], f"{text[:254]!r} is not a valid email address; "
                                     "HubSpot would refuse it", "INVALID_EMAIL"))
 
-    def _full_properties(
-        self, contact: DesiredContact, known: KnownContact | None
-    ) -> tuple[dict[str, str], Target]:
-        full = dict(contact.properties)
-        below_since = None
-        funnel = self.config.funnel
-        if funnel and contact.stage is not None:
-            decision = decide_stage(funnel, contact.stage, known.stage if known else None,
-                                    known.below_since if known else None, self.now)
-            full[funnel.property] = decision.stage
-            below_since = decision.below_since
-        return full, Target(fingerprint(full), below_since)
-
-    @staticmethod
-    def _refuse_duplicates(plan: Plan, seen: Counter[str], desired: dict[str, object]) -> None:
-        for email, count in seen.items():
-            if count > 1:
-                desired.pop(email, None)
-                plan.refused = [r for r in plan.refused if r.email != email]
-                plan.refused.append(
-                    Refused(email, f"the source has {count} rows for this email; keep one row per "
-                            "contact (check the query's joins)", "DUPLICATE_IN_SOURCE")
-                )
-
-    def _diff(self, plan: Plan, desired: dict[str, tuple[DesiredContact, dict[str, str], Target]],
-              known: dict[str, KnownContact]) -> None:
-        written = self.state.written_properties(email for email in desired if email in known)
-        stage_property = self.config.funnel.property if self.config.funnel else None
-        for email, (_, full, target) in desired.items():
-            held = written.get(email, {})
-            delta = {name: value for name, value in full.items() if held.get(name, "") != value}
-            if not delta:
-                plan.unsent[email] = (target.fingerprint, target.below_since)
-                continue
-            plan.writes.append(ContactWrite(email, delta))
-            plan.targets[email] = target
-            if stage_property and stage_property in delta:
-                plan.stage_moves.append((email, held.get(stage_property), delta[stage_property]))
+    def _refuse_duplicates(self, plan: Plan, duplicates: Counter[str]) -> None:
+        if not duplicates:
+            return
+        for dropped in self.sink.drop_writes(set(duplicates)):
+            plan.to_write -= 1
+            if self.stage_property in dropped.properties:
+                plan.stage_moves[dropped.properties[self.stage_property]] -= 1
+        plan.stage_moves = +plan.stage_moves
+        plan.refused = [r for r in plan.refused if r.email not in duplicates]
+        for email, extra in duplicates.items():
+            plan.refused.append(Refused(
+                email, f"the source has {extra + 1} rows for this email; keep one row per contact "
+                "(check the query's joins)", "DUPLICATE_IN_SOURCE"))

@@ -34,21 +34,19 @@ def summary_text(summary: RunSummary, *, title: str = "sync") -> str:
     return "\n".join(lines)
 
 
-def plan_text(summary: RunSummary) -> str:
-    plan = summary.plan
+def plan_text(summary: RunSummary, stage_property: str | None) -> str:
     lines = [summary_text(summary, title="plan (nothing written)")]
-    if plan is None:
+    preview = summary.preview
+    if preview is None:
         return "\n".join(lines)
-    stages = {email: (old, new) for email, old, new in plan.stage_moves}
-    for write in plan.writes[:PLAN_LINES_SHOWN]:
+    for write in preview.writes:
         change = ", ".join(f"{name}={value!r}" for name, value in sorted(write.properties.items()))
         lines.append(f"  write {write.email}: {change}")
-        if write.email in stages:
-            old, new = stages[write.email]
-            lines.append(f"    stage {old or '(none)'} -> {new}")
-    if len(plan.writes) > PLAN_LINES_SHOWN:
-        lines.append(f"  ... and {len(plan.writes) - PLAN_LINES_SHOWN} more contacts")
-    for refusal in plan.refused[:PLAN_LINES_SHOWN]:
+        if stage_property in write.properties:
+            lines.append(f"    stage {write.previous_stage or '(none)'} -> {write.properties[stage_property]}")
+    if summary.to_write > len(preview.writes):
+        lines.append(f"  ... and {summary.to_write - len(preview.writes)} more contacts")
+    for refusal in summary.refused[:PLAN_LINES_SHOWN]:
         lines.append(f"  reject {refusal.email}: {refusal.reason}")
     return "\n".join(lines)
 

@@ -67,7 +67,8 @@ def run_sync(config: Config, *, dry_run: bool, stop: threading.Event | None = No
 
 def sync_once(config: Config, *, dry_run: bool) -> int:
     summary = run_sync(config, dry_run=dry_run)
-    click.echo(plan_text(summary) if dry_run else summary_text(summary))
+    stage_property = config.funnel.property if config.funnel else None
+    click.echo(plan_text(summary, stage_property) if dry_run else summary_text(summary))
     return summary.exit_status
 
 

@@ -6,7 +6,6 @@ from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = "1"
 APPLICATION = "funnelsync"
 
 
@@ -67,3 +66,27 @@ class Run(SQLModel, table=True):
     contacts_rejected: int = 0
     api_calls: int = 0
     message: str = ""
+
+
+class Operation(SQLModel, table=True):
+    """The journal: what a run plans to do in the CRM, recorded before it is done.
+
+    `key` makes an operation idempotent across retries, reruns and crashes: the same
+    operation is never planned twice. `status` moves planned -> started -> done (or failed);
+    a property write left unfinished by a crashed run is `superseded` (the next run's diff
+    plans it again), an enrollment is finished or checked against the CRM.
+    """
+
+    __tablename__ = "operations"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(index=True)
+    kind: str  # write | list_add | list_remove | enroll_workflow | enroll_sequence
+    key: str = Field(unique=True)
+    email: str | None = None
+    target: str | None = None
+    payload: str = "{}"  # JSON
+    status: str = Field(default="planned", index=True)
+    attempts: int = 0
+    last_error: str = ""
+    created_at: datetime
+    updated_at: datetime

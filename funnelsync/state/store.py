@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
-import sqlalchemy as sa
-from filelock import FileLock, Timeout
-from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
-from sqlmodel import Session, SQLModel, col, delete, func, select
+from sqlmodel import Session, col, delete, func, select, update
 
-from funnelsync.errors import ConfigError, ConfigProblem, StateError, StateLocked
-from funnelsync.state.models import (
-    APPLICATION,
-    SCHEMA_VERSION,
-    Contact,
-    Meta,
-    Reject,
-    Run,
-    StageChange,
-)
+from funnelsync.state.database import StateLock, create_engine, migrate, where
+from funnelsync.state.models import Contact, Operation, Reject, Run, StageChange
 
 _CHUNK = 500
-_LOCK_KEY = 0x66756E6E656C  # "funnel": the advisory lock that one sync at a time holds
 
 
 def fingerprint(properties: Mapping[str, object]) -> str:
@@ -39,9 +26,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def as_utc(moment: datetime) -> datetime:
-    """Aware, in UTC; a naive time is taken to be UTC already."""
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
 
 
 @dataclass(frozen=True)
@@ -52,15 +39,35 @@ class KnownContact:
 
 
 @dataclass(frozen=True)
-class Confirmed:
-    """A contact write HubSpot confirmed: `sent` merged over what the state held."""
+class PlannedWrite:
+    """One contact's part of a journaled write: what to send, and what the state becomes."""
 
     email: str
-    record_id: str | None
-    sent: dict[str, str]
-    fingerprint: str  # of every value the contact should now hold, sent or not
-    stage_property: str | None
+    properties: dict[str, str]
+    fingerprint: str  # of every value the contact should hold once this is confirmed
     below_since: datetime | None = None
+    previous_stage: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {"email": self.email, "properties": self.properties, "fingerprint": self.fingerprint,
+                "below_since": self.below_since.isoformat() if self.below_since else None,
+                "previous_stage": self.previous_stage}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> PlannedWrite:
+        below = data.get("below_since")
+        previous = data.get("previous_stage")
+        return cls(str(data["email"]), dict(data["properties"]),  # type: ignore[call-overload]
+                   str(data["fingerprint"]), datetime.fromisoformat(str(below)) if below else None,
+                   str(previous) if previous else None)
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """A contact write HubSpot confirmed."""
+
+    write: PlannedWrite
+    record_id: str | None
 
 
 @dataclass(frozen=True)
@@ -71,125 +78,60 @@ class Refused:
     will_retry: bool = True
 
 
+@dataclass(frozen=True)
+class WriteBatch:
+    operation_id: int
+    writes: list[PlannedWrite]
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    run_id: int
+    started_at: datetime
+    unfinished: dict[str, int]  # operation kind -> count left planned or started
+
+
 class StateStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        try:
-            self.engine = sa.create_engine(url)
-        except (ArgumentError, NoSuchModuleError) as exc:
-            raise ConfigError([ConfigProblem("state.url", f"not a usable database URL: {exc}")]) from None
-        self._check_and_create()
-
-    # -- opening -----------------------------------------------------------------------------
-
-    def _check_and_create(self, *, attempt: int = 1) -> None:
-        try:
-            tables = set(sa.inspect(self.engine).get_table_names())
-        except OperationalError as exc:
-            raise StateError(f"cannot open the state database at {self._where()}: {exc.orig}") from None
-        except DatabaseError as exc:
-            raise StateError(
-                f"the state database at {self._where()} is not readable ({exc.orig}); "
-                "funnelsync will not touch it: point state.url at a funnelsync state database "
-                "or at a new file"
-            ) from None
-        if tables and Meta.__tablename__ not in tables:
-            raise StateError(
-                f"the database at {self._where()} holds tables that are not funnelsync's "
-                f"({', '.join(sorted(tables)[:5])}); refusing to write to it: "
-                "point state.url at a new file or an empty database"
-            )
-        if not tables:
-            try:
-                self._create()
-            except DatabaseError:
-                if attempt > 1:
-                    raise
-                # another process created it at the same moment: look again
-                self._check_and_create(attempt=attempt + 1)
-            return
-        with Session(self.engine) as session:
-            meta = {m.key: m.value for m in session.exec(select(Meta))}
-        if meta.get("application") != APPLICATION:
-            raise StateError(f"the database at {self._where()} is not a funnelsync state database")
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            raise StateError(
-                f"the state at {self._where()} has schema version {meta.get('schema_version')}, "
-                f"this funnelsync knows {SCHEMA_VERSION}"
-            )
-
-    def _create(self) -> None:
-        SQLModel.metadata.create_all(self.engine)
-        with Session(self.engine) as session:
-            session.add(Meta(key="application", value=APPLICATION))
-            session.add(Meta(key="schema_version", value=SCHEMA_VERSION))
-            session.commit()
-
-    def _where(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        self.engine = create_engine(url)
+        migrate(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
 
+    def where(self) -> str:
+        return where(self.engine)
+
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the state for one sync; raise StateLocked at once when another sync holds it."""
-        if self.engine.dialect.name == "postgresql":
-            # autocommit: a session-level lock must not hold a transaction open for the whole
-            # sync (servers end sessions idle in a transaction)
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                got = connection.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": _LOCK_KEY}).scalar()
-                if not got:
-                    raise StateLocked(f"another funnelsync sync holds the state at {self._where()}")
-                try:
-                    yield
-                finally:
-                    connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
-            return
-        database = self.engine.url.database
-        if not database or database == ":memory:":
+        with StateLock(self.engine, "sync").held(f"another funnelsync sync holds the state at {self.where()}"):
             yield
-            return
-        lock = FileLock(str(Path(database).with_name(Path(database).name + ".lock")))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise StateLocked(f"another funnelsync sync holds the state at {self._where()}") from None
-        try:
-            yield
-        finally:
-            lock.release()
+
+    def leader_lock(self) -> StateLock:
+        """The lock an active daemon holds for its lifetime; standbys keep trying it."""
+        return StateLock(self.engine, "leader")
 
     # -- reading -----------------------------------------------------------------------------
 
-    def known_contacts(self) -> dict[str, KnownContact]:
-        query = select(Contact.email, Contact.fingerprint, Contact.stage, Contact.below_since)
-        with Session(self.engine) as session:
-            return {
-                email: KnownContact(fp, stage, below)
-                for email, fp, stage, below in session.exec(query)
-            }
-
-    def written_properties(self, emails: Iterable[str]) -> dict[str, dict[str, str]]:
-        found: dict[str, dict[str, str]] = {}
+    def known_contacts(self, emails: Iterable[str]) -> dict[str, KnownContact]:
         wanted = list(emails)
+        found: dict[str, KnownContact] = {}
         with Session(self.engine) as session:
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                query = select(Contact.email, Contact.properties).where(col(Contact.email).in_(chunk))
-                for email, properties in session.exec(query):
-                    found[email] = json.loads(properties)
+            for chunk in _chunks(wanted):
+                query = select(Contact.email, Contact.fingerprint, Contact.stage, Contact.below_since).where(
+                    col(Contact.email).in_(chunk))
+                found.update({email: KnownContact(fp, stage, below) for email, fp, stage, below in session.exec(query)})
         return found
 
-    def record_ids(self, emails: Iterable[str]) -> dict[str, str]:
+    def written_properties(self, emails: Iterable[str]) -> dict[str, dict[str, str]]:
         wanted = list(emails)
-        found: dict[str, str] = {}
+        found: dict[str, dict[str, str]] = {}
         with Session(self.engine) as session:
-            for start in range(0, len(wanted), _CHUNK):
-                query = select(Contact.email, Contact.record_id).where(
-                    col(Contact.email).in_(wanted[start : start + _CHUNK])
-                )
-                found.update({email: rid for email, rid in session.exec(query) if rid})
+            for chunk in _chunks(wanted):
+                query = select(Contact.email, Contact.properties).where(col(Contact.email).in_(chunk))
+                found.update({email: json.loads(properties) for email, properties in session.exec(query)})
         return found
 
     # -- runs --------------------------------------------------------------------------------
@@ -224,51 +166,130 @@ class StateStore:
         with Session(self.engine) as session:
             return list(session.exec(select(Run).order_by(col(Run.id).desc()).limit(limit)))
 
+    # -- the journal -------------------------------------------------------------------------
+
+    def interrupted_run(self) -> Interrupted | None:
+        """The last run that did not finish (killed, or stopped early), with its unfinished operations."""
+        with Session(self.engine) as session:
+            run = session.exec(select(Run).order_by(col(Run.id).desc()).limit(1)).first()
+            if run is None or run.outcome not in ("running", "stopped"):
+                return None
+            query = (select(Operation.kind, func.count()).where(col(Operation.status).in_(["planned", "started"]))
+                     .group_by(Operation.kind))
+            unfinished = {kind: int(count) for kind, count in session.exec(query)}
+            assert run.id is not None
+            return Interrupted(run.id, run.started_at, unfinished)
+
+    def recover(self, run_id: int) -> int:
+        """Before planning: close what earlier runs left unfinished. Unfinished property writes
+        are superseded (the state was not updated, so this run's diff plans them again);
+        runs that never finished are marked interrupted. Returns the writes superseded."""
+        now = utcnow()
+        with Session(self.engine) as session:
+            superseded = session.exec(
+                update(Operation)
+                .where(col(Operation.kind) == "write", col(Operation.status).in_(["planned", "started"]),
+                       col(Operation.run_id) != run_id)
+                .values(status="superseded", updated_at=now)
+            ).rowcount
+            session.exec(update(Run).where(col(Run.outcome) == "running", col(Run.id) != run_id)
+                         .values(outcome="interrupted"))
+            session.commit()
+        return int(superseded or 0)
+
+    def journal_writes(self, run_id: int, batches: Iterable[Sequence[PlannedWrite]], first_batch: int) -> int:
+        """Record planned property-write batches (one operation a batch). Returns the next batch number."""
+        now = utcnow()
+        number = first_batch
+        with Session(self.engine) as session:
+            for batch in batches:
+                session.add(Operation(
+                    run_id=run_id, kind="write", key=f"write:{run_id}:{number}",
+                    payload=json.dumps([w.as_json() for w in batch]), created_at=now, updated_at=now,
+                ))
+                number += 1
+            session.commit()
+        return number
+
+    def drop_planned_writes(self, run_id: int, emails: set[str]) -> list[PlannedWrite]:
+        """Take these contacts out of the run's planned write batches (rare: found late to be
+        duplicated in the source)."""
+        dropped: list[PlannedWrite] = []
+        with Session(self.engine) as session:
+            query = select(Operation).where(col(Operation.run_id) == run_id, col(Operation.kind) == "write",
+                                            col(Operation.status) == "planned")
+            for operation in session.exec(query):
+                writes = [PlannedWrite.from_json(w) for w in json.loads(operation.payload)]
+                kept = [w for w in writes if w.email not in emails]
+                if len(kept) == len(writes):
+                    continue
+                dropped += [w for w in writes if w.email in emails]
+                operation.payload = json.dumps([w.as_json() for w in kept])
+                operation.status = "planned" if kept else "superseded"
+                session.add(operation)
+            session.commit()
+        return dropped
+
+    def planned_write_batches(self, run_id: int) -> Iterator[WriteBatch]:
+        last_id = 0
+        while True:
+            with Session(self.engine) as session:
+                query = (select(Operation.id, Operation.payload)
+                         .where(col(Operation.run_id) == run_id, col(Operation.kind) == "write",
+                                col(Operation.status) == "planned", col(Operation.id) > last_id)
+                         .order_by(col(Operation.id)).limit(20))
+                rows = list(session.exec(query))
+            if not rows:
+                return
+            for operation_id, payload in rows:
+                assert operation_id is not None
+                last_id = operation_id
+                yield WriteBatch(operation_id, [PlannedWrite.from_json(w) for w in json.loads(payload)])
+
     # -- recording results -------------------------------------------------------------------
 
-    def record_results(
-        self, run_id: int, confirmed: Iterable[Confirmed], refused: Iterable[Refused]
-    ) -> None:
-        """One batch's outcome, in one transaction: confirmed values and rejected records."""
+    def record_results(self, run_id: int, confirmed: Iterable[Confirmed], refused: Iterable[Refused],
+                       *, stage_property: str | None = None, operation_id: int | None = None) -> None:
+        """One batch's outcome, in one transaction: the confirmed values, the rejected records,
+        and the journal operation marked done."""
         now = utcnow()
         confirmed = list(confirmed)
         refused = list(refused)
+        emails = [c.write.email for c in confirmed]
         with Session(self.engine) as session:
-            existing = {
-                c.email: c
-                for c in session.exec(
-                    select(Contact).where(col(Contact.email).in_([c.email for c in confirmed]))
-                )
-            } if confirmed else {}
-            for write in confirmed:
-                self._merge_confirmed(session, existing.get(write.email), write, run_id, now)
-            if confirmed:
-                session.exec(delete(Reject).where(col(Reject.email).in_([c.email for c in confirmed])))
+            existing: dict[str, Contact] = {}
+            for chunk in _chunks(emails):
+                existing.update({c.email: c for c in session.exec(select(Contact).where(col(Contact.email).in_(chunk)))})
+            for result in confirmed:
+                self._merge_confirmed(session, existing.get(result.write.email), result, stage_property, run_id, now)
+            for chunk in _chunks(emails):
+                session.exec(delete(Reject).where(col(Reject.email).in_(chunk)))
             for refusal in refused:
                 self._record_refusal(session, refusal, run_id, now)
+            if operation_id is not None:
+                session.exec(update(Operation).where(col(Operation.id) == operation_id)
+                             .values(status="done", updated_at=now, attempts=Operation.attempts + 1))
             session.commit()
 
     @staticmethod
-    def _merge_confirmed(
-        session: Session, contact: Contact | None, write: Confirmed, run_id: int, now: datetime
-    ) -> None:
+    def _merge_confirmed(session: Session, contact: Contact | None, result: Confirmed,
+                         stage_property: str | None, run_id: int, now: datetime) -> None:
+        write = result.write
         held = json.loads(contact.properties) if contact else {}
-        held.update(write.sent)
+        held.update(write.properties)
         held = {name: value for name, value in held.items() if value != ""}
         if contact is None:
             contact = Contact(email=write.email, fingerprint="", properties="{}", written_at=now)
         contact.properties = json.dumps(held, sort_keys=True)
         contact.fingerprint = write.fingerprint
-        contact.record_id = write.record_id or contact.record_id
+        contact.record_id = result.record_id or contact.record_id
         contact.written_at = now
         contact.below_since = write.below_since
-        if write.stage_property and write.stage_property in write.sent:
-            new_stage = write.sent[write.stage_property]
+        if stage_property and stage_property in write.properties:
+            new_stage = write.properties[stage_property]
             if new_stage != contact.stage:
-                session.add(
-                    StageChange(email=write.email, from_stage=contact.stage, to_stage=new_stage,
-                                changed_at=now, run_id=run_id)
-                )
+                session.add(StageChange(email=write.email, from_stage=contact.stage, to_stage=new_stage,
+                                        changed_at=now, run_id=run_id))
                 contact.stage = new_stage
                 contact.stage_entered_at = now
         session.add(contact)
@@ -291,14 +312,30 @@ class StateStore:
     def record_unsent(self, changes: Mapping[str, tuple[str, datetime | None]]) -> None:
         """Contacts whose state moves with nothing to send: a new fingerprint (the config
         dropped a property, say) or the demotion clock starting or stopping."""
+        emails = list(changes)
         with Session(self.engine) as session:
-            for start in range(0, len(emails := list(changes)), _CHUNK):
-                query = select(Contact).where(col(Contact.email).in_(emails[start : start + _CHUNK]))
-                for contact in session.exec(query):
-                    contact.fingerprint, since = changes[contact.email]
-                    contact.below_since = since
+            for chunk in _chunks(emails):
+                for contact in session.exec(select(Contact).where(col(Contact.email).in_(chunk))):
+                    contact.fingerprint, contact.below_since = changes[contact.email]
                     session.add(contact)
             session.commit()
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def prune(self, older_than: timedelta) -> dict[str, int]:
+        """Forget run history, finished journal operations and stage changes older than this."""
+        cutoff = utcnow() - older_than
+        with Session(self.engine) as session:
+            pruned = {
+                "runs": session.exec(delete(Run).where(col(Run.started_at) < cutoff,
+                                                       col(Run.outcome) != "running")).rowcount,
+                "operations": session.exec(delete(Operation).where(
+                    col(Operation.updated_at) < cutoff,
+                    col(Operation.status).in_(["done", "superseded", "failed"]))).rowcount,
+                "stage_changes": session.exec(delete(StageChange).where(col(StageChange.changed_at) < cutoff)).rowcount,
+            }
+            session.commit()
+        return {name: int(count or 0) for name, count in pruned.items()}
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -319,4 +356,3 @@ class StateStore:
     def contact_count(self) -> int:
         with Session(self.engine) as session:
             return int(session.exec(select(func.count()).select_from(Contact)).one())
-

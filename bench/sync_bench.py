@@ -1,0 +1,719 @@
+"""funnelsync sync benchmark against the sandbox, with HubSpot's 10-second limit enforced.
+
+    .venv/bin/python bench/sync_bench.py                       # N = 10,000 and 100,000, naive on 2,000
+    .venv/bin/python bench/sync_bench.py --quick               # smoke run: N = 2,000, naive on 150
+    .venv/bin/python bench/sync_bench.py --out BENCHMARKS.md   # also write the results into the file
+
+What runs where:
+
+* The sandbox (`SandboxServer(requests_per_10s=LIMIT)`) runs in this process, in threads, so its
+  memory and CPU are not counted against the sync.
+* Each sync is a child process: `funnelsync -c CONFIG --json-logs sync`, exactly as an operator
+  runs it. Its peak RSS is `ru_maxrss` from `os.wait4()` on that child (the same figure
+  `getrusage(RUSAGE_CHILDREN)` gives for one child, but per child), its CPU time is
+  `ru_utime + ru_stime`, its wall time is measured around the process (start-up included).
+* HubSpot calls, 429s and the achieved request rate come from the sandbox's request log
+  (`store.request_log()`: every answered request, with path, status and time).
+* The naive baseline (one `basic_api.create` per contact, same `hubspot-api-client`, paced by the
+  same `RequestBudget` at the same limit) is also a child process: this file with `--naive-child`.
+
+Nothing here asserts on time: it measures, prints tables and checks only correctness (every
+contact arrived, the re-sync wrote exactly the changed ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+TOKEN = "bench-token-0123456789"
+TOKEN_ENV = "FUNNELSYNC_BENCH_HUBSPOT_TOKEN"
+UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
+CREATE_PATH = "/crm/v3/objects/contacts"
+PROPERTIES_PREFIX = "/crm/v3/properties/"
+WINDOW_SECONDS = 10.0
+BATCH = 100
+SEED = 20261122
+MARK_START = "<!-- bench:results:start -->"
+MARK_END = "<!-- bench:results:end -->"
+
+ROLES = ["Product", "Engineering", "Marketing", "Customer Success", "Developer Relations", "Sales",
+         "Support", "Executive"]
+ROLE_WEIGHTS = [8, 45, 5, 6, 12, 6, 10, 8]
+PLANS = ["free", "growth", "enterprise"]
+PLAN_WEIGHTS = [70, 25, 5]
+FIRST = ["ada", "grace", "linus", "margaret", "ken", "barbara", "guido", "yukihiro", "sophie",
+         "dennis", "frances", "anders", "radia", "tim", "hedy", "alan"]
+LAST = ["lovelace", "hopper", "torvalds", "hamilton", "thompson", "liskov", "rossum", "matsumoto",
+        "wilson", "ritchie", "allen", "hejlsberg", "perlman", "berners-lee", "lamarr", "turing"]
+COMPANIES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell",
+             "soylent", "cyberdyne", "aperture"]
+
+# (source column, HubSpot name, label, type, options): the repository's config.toml mapping
+PROPERTIES = [
+    ("used_event_count", "used_event_count", "Used Event Count", "number", None),
+    ("error_count", "api_error_count", "API errors (last day)", "number", None),
+    ("calls_last_30_days", "api_calls_last_30_days", "API calls (last 30 days)", "number", None),
+    ("role", "developer_role", "Developer role", "enumeration", ROLES),
+    ("plan", "api_plan", "API plan", "enumeration", PLANS),
+    ("signed_up_at", "api_signed_up_at", "Signed up for the API", "date", None),
+    ("first_event_at", "first_api_call_at", "First API call", "date", None),
+    ("last_event_at", "last_api_call_at", "Last API call", "date", None),
+]
+QUERY = ("SELECT email, role, plan, signed_up_at, used_event_count, error_count, "
+         "calls_last_30_days, first_event_at, last_event_at FROM usage")
+
+
+# -- the source database ----------------------------------------------------------------------
+
+def build_source(path: Path, count: int, seed: int = SEED) -> None:
+    """A `usage` table of `count` developers: a third never called the API (top), about 40 %
+    call it a little (middle), a quarter more than 1,000 times a day (bottom)."""
+    rng = random.Random(seed)
+    today = date(2026, 11, 1)
+    rows = []
+    for number in range(count):
+        first, last, company = rng.choice(FIRST), rng.choice(LAST), rng.choice(COMPANIES)
+        signed_up = today - timedelta(days=rng.randint(1, 900))
+        tier = rng.random()
+        if tier < 0.33:
+            used = errors = last30 = 0
+            first_event = last_event = None
+        else:
+            used = rng.randint(1, 1000) if tier < 0.75 else rng.randint(1001, 200_000)
+            errors = rng.randint(0, max(1, used // 50))
+            last30 = used * rng.randint(5, 30)
+            first_event = (signed_up + timedelta(days=rng.randint(0, 30))).isoformat()
+            last_event = (today - timedelta(days=rng.randint(0, 3))).isoformat()
+        rows.append((
+            f"{first}.{last}.{number}@{company}.example.com", f"{first.title()} {last.title()}",
+            company.title(), rng.choices(ROLES, ROLE_WEIGHTS)[0], rng.choices(PLANS, PLAN_WEIGHTS)[0],
+            signed_up.isoformat(), used, errors, last30, first_event, last_event,
+        ))
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(
+            "CREATE TABLE usage (email TEXT PRIMARY KEY, name TEXT NOT NULL, company TEXT NOT NULL, "
+            "role TEXT NOT NULL, plan TEXT NOT NULL, signed_up_at TEXT NOT NULL, "
+            "used_event_count INTEGER NOT NULL, error_count INTEGER NOT NULL, "
+            "calls_last_30_days INTEGER NOT NULL, first_event_at TEXT, last_event_at TEXT)"
+        )
+        db.executemany("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.close()
+
+
+def change_usage(path: Path, fraction: float, seed: int = SEED + 1) -> dict[str, int]:
+    """Change `used_event_count` of `fraction` of the developers; returns email -> new value."""
+    rng = random.Random(seed)
+    db = sqlite3.connect(path)
+    with db:
+        rows = db.execute("SELECT email, used_event_count FROM usage ORDER BY rowid").fetchall()
+        picked = rng.sample(rows, max(1, round(len(rows) * fraction)))
+        changed = {email: used + rng.randint(1, 3000) for email, used in picked}
+        db.executemany("UPDATE usage SET used_event_count = ? WHERE email = ?",
+                       [(value, email) for email, value in changed.items()])
+    db.close()
+    return changed
+
+
+def write_config(path: Path, *, source: Path, base_url: str, state: Path, limit: int) -> None:
+    q = json.dumps  # a JSON string of ASCII is a TOML basic string
+    lines = [
+        "[source]", 'kind = "sql"', f"url = {q('sqlite:///' + str(source))}", 'key = "email"',
+        f"query = {q(QUERY)}", "",
+        "[hubspot]", f"base_url = {q(base_url)}", f"token_env = {q(TOKEN_ENV)}",
+        f"requests_per_10s = {limit}", 'property_group = "funnelsync"', "",
+        "[state]", f"url = {q('sqlite:///' + str(state))}", "",
+    ]
+    for column, name, label, type_, options in PROPERTIES:
+        lines += ["[[properties]]", f"column = {q(column)}", f"name = {q(name)}",
+                  f"label = {q(label)}", f"type = {q(type_)}"]
+        if options:
+            lines.append(f"options = {json.dumps(options)}")
+        lines.append("")
+    lines += [
+        "[funnel]", 'metric = "used_event_count"', 'property = "api_integration_stage"',
+        'label = "API integration stage"', "",
+        "[[funnel.stages]]", 'value = "top"', 'label = "Not yet integrated"', "",
+        "[[funnel.stages]]", 'value = "middle"', 'label = "Integrated in sandbox"', "above = 0", "",
+        "[[funnel.stages]]", 'value = "bottom"', 'label = "Integrated in production"', "above = 1000",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def provisioning_floor(empty_portal: bool) -> int:
+    """Fewest property calls a sync can make: read the properties and the group, and on an
+    empty portal create the group and each property (the 8 mapped + the stage property)."""
+    return 2 + ((1 + len(PROPERTIES) + 1) if empty_portal else 0)
+
+
+# -- the sandbox, with single-contact create for the naive baseline ----------------------------
+
+def bench_sandbox(limit: int) -> Any:
+    """A SandboxServer that also answers `POST /crm/v3/objects/contacts` (basic_api.create),
+    which the product's sandbox does not serve: the same value checks and store as batch upsert,
+    after the same authentication, rate limiter and request log."""
+    from funnelsync.connectors.sandbox import SandboxServer, contacts_api
+    from funnelsync.connectors.sandbox.calls import Answer, ApiCall
+    from funnelsync.connectors.sandbox.errors import conflict, validation_error
+    from funnelsync.connectors.sandbox.schema import CONTACTS
+    from funnelsync.connectors.sandbox.values import wire_string
+
+    def create_contact(call: ApiCall, store: Any) -> Answer:
+        body = call.json()
+        if isinstance(body, dict) and isinstance(body.get("properties"), dict):
+            body = {**body, "properties": {k: wire_string(v) for k, v in body["properties"].items()}}
+        request = CONTACTS.read("SimplePublicObjectInputForCreate", body)
+        properties = request.get("properties") or {}
+        email = properties.get("email")
+        if not email:
+            raise validation_error("a contact needs an email in this benchmark")
+        row = contacts_api._upsert_row({"idProperty": "email", "id": email, "properties": properties})
+        contacts_api._check_values([row], store)
+        existing = store.contact_by_email(row.email)
+        if existing is not None:
+            raise conflict(f"Contact already exists. Existing ID: {existing.id}")
+        contact, _ = store.write_contact(row.email, row.values)
+        names = [*row.sent, "email", *contacts_api.ALWAYS_RETURNED]
+        return Answer(201, CONTACTS.answer("SimplePublicObject",
+                                           contacts_api._public_object(contact, names)))
+
+    class BenchSandbox(SandboxServer):
+        def _execute(self, call: ApiCall) -> Answer:
+            if call.method == "POST" and call.path.rstrip("/") == CREATE_PATH:
+                with self.store.lock:
+                    return create_contact(call, self.store)
+            return super()._execute(call)
+
+    return BenchSandbox(token=TOKEN, requests_per_10s=limit)
+
+
+# -- running one sync as a child process -------------------------------------------------------
+
+@dataclass
+class Child:
+    exit_status: int
+    wall_seconds: float
+    started: float  # time.time(), to line up with the request log
+    finished: float
+    peak_rss_mb: float
+    cpu_seconds: float
+    stdout: str
+    stderr: str
+
+
+def run_child(argv: list[str], workdir: Path, name: str) -> Child:
+    env = {**os.environ, TOKEN_ENV: TOKEN, "PYTHONHASHSEED": "0"}
+    out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        started = time.time()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=workdir)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        finished = time.time()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return Child(proc.returncode, wall, started, finished, usage.ru_maxrss / 1024.0,
+                 usage.ru_utime + usage.ru_stime, out_path.read_text(), err_path.read_text())
+
+
+def funnelsync_argv(config: Path) -> list[str]:
+    script = Path(sys.executable).parent / "funnelsync"
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "funnelsync"]
+    return [*base, "-c", str(config), "--json-logs", "sync"]
+
+
+def last_run(state: Path) -> dict[str, Any]:
+    db = sqlite3.connect(state)
+    try:
+        db.row_factory = sqlite3.Row
+        row = db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    finally:
+        db.close()
+    return dict(row) if row else {}
+
+
+def engine_seconds(stderr: str) -> float | None:
+    for line in stderr.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "sync finished":
+            return float(event.get("seconds", 0.0))
+    return None
+
+
+# -- what the request log says -----------------------------------------------------------------
+
+@dataclass
+class Measured:
+    label: str
+    size: int
+    changed: int  # contacts the sync had to write
+    written: int
+    exit_status: int
+    upsert_calls: int  # answered 2xx
+    write_calls_429: int
+    provisioning_calls: int
+    provisioning_floor: int
+    other_calls: int
+    total_calls: int  # every answered request, 429s included
+    client_counted_calls: int | None
+    floor: int
+    over_floor_pct: float
+    status_counts: dict[str, int]
+    rate_max: int | None
+    rate_mean: float | None
+    rate_windows: int
+    write_phase_seconds: float
+    write_phase_rate: float | None  # admitted requests per 10 s over the whole write phase
+    wall_seconds: float
+    engine_seconds: float | None
+    contacts_per_second: float
+    changed_per_second: float
+    peak_rss_mb: float
+    cpu_seconds: float
+    before_first_request_s: float
+    provisioning_s: float
+    after_last_request_s: float
+    checks: list[str] = field(default_factory=list)
+
+
+def window_rates(times: list[float], start: float, end: float) -> tuple[int | None, float | None, int]:
+    """Admitted requests in [t, t + 10 s) for every request time t with start <= t and
+    t + 10 s <= end: (max, mean, number of windows); None when the phase is shorter than 10 s."""
+    counts = []
+    for i, moment in enumerate(times):
+        if moment < start or moment + WINDOW_SECONDS > end:
+            continue
+        counts.append(bisect.bisect_left(times, moment + WINDOW_SECONDS) - i)
+    if not counts:
+        return None, None, 0
+    return max(counts), sum(counts) / len(counts), len(counts)
+
+
+def measure(label: str, size: int, changed: int, child: Child, log: list[dict[str, Any]],
+            run: dict[str, Any], *, empty_portal: bool, write_path: str, limit: int) -> Measured:
+    statuses = Counter(f"{r['method']} {r['path']} {r['status']}" for r in log)
+    writes = [r for r in log if r["path"] == write_path]
+    upserts = [r for r in writes if 200 <= r["status"] < 300]
+    provisioning = [r for r in log if r["path"].startswith(PROPERTIES_PREFIX)]
+    other = [r for r in log if r["path"] != write_path and not r["path"].startswith(PROPERTIES_PREFIX)]
+    admitted = sorted(r["time"] for r in log if r["status"] != 429)
+    floor = math.ceil(changed / BATCH) + len(provisioning) if write_path == UPSERT_PATH else \
+        changed + len(provisioning)
+    if writes:
+        start, end = writes[0]["time"], writes[-1]["time"]
+        rate_max, rate_mean, windows = window_rates(admitted, start, end)
+        span = end - start
+        in_phase = sum(1 for t in admitted if start <= t <= end)
+        phase_rate = (in_phase - 1) / span * WINDOW_SECONDS if span > 0 else None
+    else:
+        rate_max = rate_mean = phase_rate = None
+        windows, span = 0, 0.0
+    prov_times = [r["time"] for r in provisioning]
+    return Measured(
+        label=label, size=size, changed=changed, written=int(run.get("contacts_written", -1)),
+        exit_status=child.exit_status, upsert_calls=len(upserts),
+        write_calls_429=sum(1 for r in writes if r["status"] == 429),
+        provisioning_calls=len(provisioning), provisioning_floor=provisioning_floor(empty_portal),
+        other_calls=len(other), total_calls=len(log),
+        client_counted_calls=run.get("api_calls"), floor=floor,
+        over_floor_pct=(len(log) - floor) / floor * 100 if floor else 0.0,
+        status_counts=dict(statuses), rate_max=rate_max, rate_mean=rate_mean, rate_windows=windows,
+        write_phase_seconds=span, write_phase_rate=phase_rate,
+        wall_seconds=child.wall_seconds, engine_seconds=engine_seconds(child.stderr),
+        contacts_per_second=size / child.wall_seconds,
+        changed_per_second=changed / child.wall_seconds,
+        peak_rss_mb=child.peak_rss_mb, cpu_seconds=child.cpu_seconds,
+        before_first_request_s=(log[0]["time"] - child.started) if log else child.wall_seconds,
+        provisioning_s=(max(prov_times) - min(prov_times)) if prov_times else 0.0,
+        after_last_request_s=(child.finished - log[-1]["time"]) if log else 0.0,
+    )
+
+
+def log_since(sandbox: Any, index: int) -> list[dict[str, Any]]:
+    return sandbox.store.request_log()[index:]
+
+
+# -- the scenarios -----------------------------------------------------------------------------
+
+def bench_size(size: int, limit: int, root: Path) -> list[Measured]:
+    workdir = root / f"n{size}"
+    workdir.mkdir()
+    source, state, config = workdir / "analytics.db", workdir / "state.db", workdir / "config.toml"
+    t = time.perf_counter()
+    build_source(source, size)
+    print(f"[N={size:,}] source database built in {time.perf_counter() - t:.1f} s", flush=True)
+    results = []
+    with bench_sandbox(limit) as sandbox:
+        write_config(config, source=source, base_url=sandbox.url, state=state, limit=limit)
+
+        print(f"[N={size:,}] backfill ...", flush=True)
+        mark = len(sandbox.store.request_log())
+        child = run_child(funnelsync_argv(config), workdir, "backfill")
+        backfill = measure("backfill", size, size, child, log_since(sandbox, mark), last_run(state),
+                           empty_portal=True, write_path=UPSERT_PATH, limit=limit)
+        contacts = sandbox.store.contacts_by_email()
+        backfill.checks.append(f"sandbox holds {len(contacts):,} contacts (expected {size:,})")
+        if child.exit_status != 0:
+            backfill.checks.append(f"exit status {child.exit_status}: {child.stderr[-2000:]}")
+        results.append(backfill)
+        report_one(backfill, limit)
+
+        changed = change_usage(source, 0.01)
+        print(f"[N={size:,}] re-sync with {len(changed):,} changed ...", flush=True)
+        mark = len(sandbox.store.request_log())
+        child = run_child(funnelsync_argv(config), workdir, "resync")
+        run = last_run(state)
+        resync = measure("re-sync 1%", size, int(run.get("contacts_changed", len(changed))), child,
+                         log_since(sandbox, mark), run, empty_portal=False,
+                         write_path=UPSERT_PATH, limit=limit)
+        contacts = sandbox.store.contacts_by_email()
+        arrived = sum(1 for email, value in changed.items()
+                      if contacts.get(email, {}).get("properties", {}).get("used_event_count") == str(value))
+        resync.checks.append(f"{arrived:,} of {len(changed):,} changed values arrived in the sandbox; "
+                             f"the planner found {resync.changed:,} contacts to write")
+        if child.exit_status != 0:
+            resync.checks.append(f"exit status {child.exit_status}: {child.stderr[-2000:]}")
+        results.append(resync)
+        report_one(resync, limit)
+    return results
+
+
+def bench_naive(size: int, limit: int, root: Path) -> tuple[Measured, Measured]:
+    workdir = root / f"naive{size}"
+    workdir.mkdir()
+    source = workdir / "analytics.db"
+    build_source(source, size)
+    measured = []
+    for label in ("funnelsync backfill", "naive backfill"):
+        state = workdir / f"state-{label.split()[0]}.db"
+        config = workdir / f"config-{label.split()[0]}.toml"
+        with bench_sandbox(limit) as sandbox:
+            write_config(config, source=source, base_url=sandbox.url, state=state, limit=limit)
+            print(f"[naive N={size:,}] {label} ...", flush=True)
+            if label.startswith("naive"):
+                argv = [sys.executable, str(Path(__file__).resolve()), "--naive-child", str(config)]
+                child = run_child(argv, workdir, "naive")
+                try:
+                    run = json.loads(child.stdout.strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    run = {}
+                write_path = CREATE_PATH
+            else:
+                child = run_child(funnelsync_argv(config), workdir, "funnelsync")
+                run = last_run(state)
+                write_path = UPSERT_PATH
+            result = measure(label, size, size, child, log_since(sandbox, 0), run,
+                             empty_portal=True, write_path=write_path, limit=limit)
+            result.checks.append(
+                f"sandbox holds {len(sandbox.store.contacts_by_email()):,} contacts (expected {size:,})")
+            if child.exit_status != 0:
+                result.checks.append(f"exit status {child.exit_status}: {child.stderr[-2000:]}")
+        measured.append(result)
+        report_one(result, limit)
+    return measured[0], measured[1]
+
+
+# -- the naive baseline, run as a child --------------------------------------------------------
+
+def naive_writes(config: Any, rows: Any, key: str) -> list[tuple[str, dict[str, str]]]:
+    """What a first sync writes for each row: funnelsync's own value mapping and funnel stage
+    (a new contact enters the stage its metric says), empty values left out, as the backfill
+    leaves them out. Only the mapping functions are used, not the planner."""
+    from funnelsync.mappings.contacts import RejectedRow, map_row, normalize_email
+
+    writes, seen = [], set()
+    for row in rows:
+        email = normalize_email(row.get(key))
+        if email is None or email in seen:
+            continue
+        seen.add(email)
+        mapped = map_row(row, email, config)
+        if isinstance(mapped, RejectedRow):
+            continue
+        properties = dict(mapped.properties)
+        if config.funnel is not None and mapped.stage is not None:
+            properties[config.funnel.property] = mapped.stage
+        writes.append((email, {k: v for k, v in properties.items() if v != ""}))
+    return writes
+
+
+def naive_child(config_path: str) -> int:
+    """One `basic_api.create` per contact, paced by the same RequestBudget at the same limit,
+    the same property values and the same provisioning (funnelsync's `ensure_properties`)."""
+    import hubspot
+    from hubspot.crm.contacts import SimplePublicObjectInputForCreate
+    from hubspot.crm.contacts.exceptions import ApiException
+
+    from funnelsync.config import load_config
+    from funnelsync.connectors.budget import RequestBudget
+    from funnelsync.connectors.hubspot import HubSpotCrm
+    from funnelsync.daemon.factory import open_source
+    from funnelsync.mappings.schema import property_specs
+
+    config = load_config(config_path)
+    settings = config.hubspot
+    token = os.environ[settings.token_env]
+    source = open_source(config)
+    writes = naive_writes(config, source.read().rows, source.key)
+    source.close()
+    budget = RequestBudget(settings.requests_per_10s, WINDOW_SECONDS)
+    crm = HubSpotCrm(settings, token, budget=budget)
+    crm.ensure_properties(property_specs(config))
+    client = hubspot.Client.create(access_token=token, host=settings.base_url,
+                                   base_url=settings.base_url)
+    contacts = client.crm.contacts.basic_api
+    calls, refused = crm.calls_made, 0
+    for email, properties in writes:
+        while True:
+            budget.acquire()
+            calls += 1
+            try:
+                contacts.create(SimplePublicObjectInputForCreate(properties={"email": email, **properties}))
+                break
+            except ApiException as exc:
+                if exc.status != 429:
+                    raise
+                refused += 1
+                time.sleep(1.0)
+    print(json.dumps({"contacts_written": len(writes), "api_calls": calls, "refused_429": refused}))
+    return 0
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+def report_one(m: Measured, limit: int) -> None:
+    rate = (f"{m.rate_max}/{m.rate_mean:.1f} per 10 s (max/mean of {m.rate_windows} windows)"
+            if m.rate_mean is not None else "write phase < 10 s")
+    print(f"  {m.label}: {m.total_calls} calls (floor {m.floor}), 429s {m.write_calls_429}, "
+          f"{rate}, wall {m.wall_seconds:.1f} s, {m.contacts_per_second:,.0f} contacts/s, "
+          f"peak RSS {m.peak_rss_mb:.0f} MB, CPU {m.cpu_seconds:.1f} s", flush=True)
+    for check in m.checks:
+        print(f"    check: {check}", flush=True)
+
+
+def machine() -> dict[str, str]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    try:  # read-only git queries
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, check=False).stdout.strip()
+        dirty = [line[3:] for line in subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all", "--", "funnelsync"], cwd=REPO,
+            capture_output=True, text=True, check=False).stdout.splitlines()]
+        if commit and dirty:
+            commit += f" plus uncommitted changes to {', '.join(dirty)}"
+    except OSError:
+        commit = ""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{model or platform.processor() or 'unknown'}; {os.cpu_count()} logical cores "
+               f"({affinity} usable)",
+        "memory": memory or "unknown",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "packages": ", ".join(f"{name} {metadata.version(name)}" for name in
+                              ("funnelsync", "hubspot-api-client", "sqlalchemy", "urllib3")),
+        "commit": commit or "unknown",
+    }
+
+
+def pct(value: float) -> str:
+    return f"{value:+.1f} %"
+
+
+def markdown(results: list[Measured], naive: tuple[Measured, Measured] | None, limit: int,
+             facts: dict[str, str], command: str) -> str:
+    out = [f"Run: `{command}` on {facts['date']}.", "",
+           f"Machine: {facts['cpu']}, {facts['memory']} RAM, {facts['os']}, {facts['python']}; "
+           f"{facts['packages']}; commit {facts['commit']}.", "",
+           f"Limit: sandbox `requests_per_10s = {limit}` and config `requests_per_10s = {limit}`.", ""]
+
+    out += ["### HubSpot calls per sync", "",
+            "| N | sync | contacts to write | upsert calls | provisioning calls (fewest possible) "
+            "| other | 429s | all calls | floor | over floor |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in results:
+        out.append(f"| {m.size:,} | {m.label} | {m.changed:,} | {m.upsert_calls:,} | "
+                   f"{m.provisioning_calls} ({m.provisioning_floor}) | {m.other_calls} | "
+                   f"{m.write_calls_429} | {m.total_calls:,} | {m.floor:,} | {pct(m.over_floor_pct)} |")
+    out += ["", "floor = ceil(contacts to write / 100) + the provisioning calls in the log; "
+            "\"all calls\" counts every answered request, 429s included (the client's own count, "
+            "`runs.api_calls`, is " +
+            ", ".join(f"{m.client_counted_calls}" for m in results) + " in the same order).", ""]
+
+    out += ["### Rate, time and memory", "",
+            "| N | sync | write phase | req/10 s max | req/10 s mean | of limit (mean) "
+            "| wall | before 1st request | contacts/s | written/s | peak RSS | CPU |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in results:
+        if m.rate_mean is not None:
+            rate = f"{m.rate_max} | {m.rate_mean:.1f} | {m.rate_mean / limit * 100:.0f} %"
+        else:
+            rate = "— | — | — (phase < 10 s)"
+        out.append(f"| {m.size:,} | {m.label} | {m.write_phase_seconds:.1f} s | {rate} | "
+                   f"{m.wall_seconds:.1f} s | {m.before_first_request_s:.1f} s | "
+                   f"{m.contacts_per_second:,.0f} | {m.changed_per_second:,.1f} | "
+                   f"{m.peak_rss_mb:.0f} MB | {m.cpu_seconds:.1f} s |")
+    out += ["", "Windows: for every admitted request at time t in the write phase (first to last "
+            "upsert) with t + 10 s inside the phase, the admitted requests in [t, t + 10 s) of the "
+            "sandbox's request log. contacts/s = N / wall time of the `funnelsync sync` process "
+            "(start-up included); written/s = contacts to write / wall. Peak RSS = `ru_maxrss` of "
+            "that process from `os.wait4`; CPU = its user + system time.", ""]
+
+    if naive is not None:
+        fs, nv = naive
+        out += [f"### Naive baseline, N = {fs.size:,} backfill", "",
+                "| way | calls | 429s | wall | contacts/s | peak RSS | CPU |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for m in (fs, nv):
+            out.append(f"| {m.label} | {m.total_calls:,} | {m.write_calls_429} | "
+                       f"{m.wall_seconds:.1f} s | {m.contacts_per_second:,.1f} | "
+                       f"{m.peak_rss_mb:.0f} MB | {m.cpu_seconds:.1f} s |")
+        out += ["", f"funnelsync / naive: calls {fs.total_calls / nv.total_calls:.3f} "
+                f"(1 : {nv.total_calls / fs.total_calls:.1f}), wall time "
+                f"{fs.wall_seconds / nv.wall_seconds:.3f} (1 : {nv.wall_seconds / fs.wall_seconds:.1f}). "
+                "Naive = one `basic_api.create` per contact with the same client, the same "
+                "property values and provisioning, paced by the same `RequestBudget` at the same "
+                "limit (a 429 waits 1 s and retries).", ""]
+
+    checks = [f"{m.size:,} {m.label}: {c}" for m in [*results, *(naive or ())] for c in m.checks]
+    out += ["Checks: " + "; ".join(checks) + ".", ""]
+    out += ["### Targets", ""] + targets(results, limit) + [""]
+    return "\n".join(out)
+
+
+def targets(results: list[Measured], limit: int) -> list[str]:
+    lines = []
+    for m in results:
+        calls_ok = m.over_floor_pct <= 2.0
+        rate = ("n/a (write phase < 10 s)" if m.rate_mean is None else
+                f"{'met' if m.rate_mean >= 0.9 * limit else 'missed'} "
+                f"({m.rate_mean / limit * 100:.0f} % of the limit)")
+        lines.append(
+            f"- N = {m.size:,}, {m.label}: calls within 2 % of the floor "
+            f"{'met' if calls_ok else 'missed'} ({pct(m.over_floor_pct)}); rate >= 90 % {rate}; "
+            f"zero 429s {'met' if m.write_calls_429 == 0 else f'missed ({m.write_calls_429})'}"
+            + (f"; peak RSS < 300 MB {'met' if m.peak_rss_mb < 300 else 'missed'} "
+               f"({m.peak_rss_mb:.0f} MB)" if m.size >= 100_000 else "") + ".")
+    return lines
+
+
+INTRO = """# Benchmarks
+
+`bench/sync_bench.py` measures a funnelsync sync against the sandbox (the local HubSpot-compatible
+API) with HubSpot's 10-second rolling limit enforced: the sandbox answers 429 past
+`requests_per_10s`, and the config's `requests_per_10s` is the same number, so the client must
+pace itself exactly.
+
+For each N it measures the first sync (backfill of N contacts into an empty sandbox and an empty
+state) and a re-sync after 1 % of the developers' usage changed; and, on a smaller N, the same
+backfill done the naive way (one `basic_api.create` per contact).
+
+    .venv/bin/python bench/sync_bench.py [--sizes 10000,100000] [--naive-size 2000] [--out BENCHMARKS.md]
+    .venv/bin/python bench/sync_bench.py --quick     # smoke run, well under a minute
+
+Targets: HubSpot calls within 2 % of the floor ceil(changed / 100) + provisioning calls; at least
+90 % of the configured requests per 10 s while writing, and zero 429s; peak memory of the syncing
+process under 300 MB at N = 100,000.
+
+"""
+
+
+def write_out(path: Path, body: str) -> None:
+    block = f"{MARK_START}\n{body}\n{MARK_END}"
+    if path.exists() and MARK_START in (text := path.read_text()) and MARK_END in text:
+        head, _, rest = text.partition(MARK_START)
+        _, _, tail = rest.partition(MARK_END)
+        path.write_text(head + block + tail)
+    else:
+        path.write_text(INTRO + "## Results\n\n" + block + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated contact counts")
+    parser.add_argument("--naive-size", type=int, default=2000, help="N of the naive comparison (0: skip)")
+    parser.add_argument("--limit", type=int, default=100, help="requests per 10 s, sandbox and config")
+    parser.add_argument("--quick", action="store_true", help="smoke run: --sizes 2000 --naive-size 150")
+    parser.add_argument("--out", type=Path, help="write the results into this Markdown file")
+    parser.add_argument("--json", type=Path, help="write the raw figures as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--naive-child", metavar="CONFIG", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.naive_child:
+        return naive_child(args.naive_child)
+    if args.quick:
+        args.sizes, args.naive_size = "2000", 150
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    command = "bench/sync_bench.py " + " ".join(sys.argv[1:])
+    facts = machine()
+    print(f"machine: {facts}", flush=True)
+
+    root = Path(tempfile.mkdtemp(prefix="funnelsync-bench-"))
+    started = time.perf_counter()
+    try:
+        results: list[Measured] = []
+        for size in sizes:
+            results += bench_size(size, args.limit, root)
+        naive = bench_naive(args.naive_size, args.limit, root) if args.naive_size else None
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"benchmark took {time.perf_counter() - started:.0f} s\n", flush=True)
+
+    body = markdown(results, naive, args.limit, facts, command.strip())
+    print(body)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": facts, "limit": args.limit,
+                                         "results": [asdict(m) for m in results],
+                                         "naive": [asdict(m) for m in naive] if naive else None},
+                                        indent=1))
+    if args.out:
+        write_out(args.out, body)
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

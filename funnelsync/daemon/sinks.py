@@ -1,0 +1,71 @@
+"""Where a plan's writes go: the journal (a real run) or a preview (`plan`, writes nothing)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from funnelsync.state.store import PlannedWrite, StateStore
+
+PREVIEW_LIMIT = 200
+
+
+class JournalSink:
+    """Journals planned writes in batches of the CRM's batch size as the plan finds them."""
+
+    def __init__(self, state: StateStore, run_id: int, batch_size: int) -> None:
+        self.state = state
+        self.run_id = run_id
+        self.batch_size = batch_size
+        self._pending: list[PlannedWrite] = []
+        self._next_batch = 0
+
+    def add_writes(self, writes: Sequence[PlannedWrite]) -> None:
+        self._pending += writes
+        full = len(self._pending) - len(self._pending) % self.batch_size
+        if full:
+            self._flush(self._pending[:full])
+            self._pending = self._pending[full:]
+
+    def add_unsent(self, changes: dict[str, tuple[str, datetime | None]]) -> None:
+        self.state.record_unsent(changes)
+
+    def drop_writes(self, emails: set[str]) -> list[PlannedWrite]:
+        dropped = [w for w in self._pending if w.email in emails]
+        self._pending = [w for w in self._pending if w.email not in emails]
+        return dropped + self.state.drop_planned_writes(self.run_id, emails)
+
+    def finish(self) -> None:
+        self._flush(self._pending)
+        self._pending = []
+
+    def _flush(self, writes: list[PlannedWrite]) -> None:
+        batches = [writes[i : i + self.batch_size] for i in range(0, len(writes), self.batch_size)]
+        if batches:
+            self._next_batch = self.state.journal_writes(self.run_id, batches, self._next_batch)
+
+
+class PreviewSink:
+    """Keeps the first writes for printing, and which contacts are written, for the counts."""
+
+    def __init__(self, limit: int = PREVIEW_LIMIT) -> None:
+        self.limit = limit
+        self.writes: list[PlannedWrite] = []
+        self.unsent = 0
+        self._planned: dict[str, PlannedWrite] = {}
+
+    def add_writes(self, writes: Sequence[PlannedWrite]) -> None:
+        room = self.limit - len(self.writes)
+        if room > 0:
+            self.writes += writes[:room]
+        self._planned.update((w.email, w) for w in writes)
+
+    def add_unsent(self, changes: dict[str, tuple[str, datetime | None]]) -> None:
+        self.unsent += len(changes)
+
+    def drop_writes(self, emails: set[str]) -> list[PlannedWrite]:
+        self.writes = [w for w in self.writes if w.email not in emails]
+        return [self._planned.pop(email) for email in emails & self._planned.keys()]
+
+    def finish(self) -> None:
+        pass

@@ -1,0 +1,162 @@
+"""Opening the state database: refuse what is not ours, migrate what is, and the locks.
+
+Migrations (Alembic, versioned in `migrations/`) run at start under a lock, so two processes
+starting together on a new database do not both create it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from filelock import FileLock, Timeout
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+
+from funnelsync.errors import ConfigError, ConfigProblem, StateError, StateLocked
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+OUR_TABLES = {"funnelsync_meta"}
+# PostgreSQL advisory lock keys ("fnl" + a number): one per purpose
+LOCK_KEYS = {"sync": 0x666E6C01, "leader": 0x666E6C02, "migrate": 0x666E6C03}
+
+
+def create_engine(url: str) -> sa.Engine:
+    try:
+        return sa.create_engine(url)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise ConfigError([ConfigProblem("state.url", f"not a usable database URL: {exc}")]) from None
+
+
+def where(engine: sa.Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _alembic_config(connection: sa.Connection) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+def _tables(engine: sa.Engine) -> set[str]:
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    except OperationalError as exc:
+        if "file is not a database" in str(exc.orig) or "file is encrypted" in str(exc.orig):
+            raise _unreadable(engine, exc) from None
+        raise StateError(f"cannot open the state database at {where(engine)}: {exc.orig}") from None
+    except DatabaseError as exc:
+        raise _unreadable(engine, exc) from None
+
+
+def _unreadable(engine: sa.Engine, exc: DatabaseError) -> StateError:
+    return StateError(
+        f"the state database at {where(engine)} is not readable ({exc.orig}); funnelsync will "
+        "not touch it: point state.url at a funnelsync state database or at a new file"
+    )
+
+
+def _refuse_foreign(engine: sa.Engine, tables: set[str]) -> None:
+    if tables and not tables & OUR_TABLES:
+        raise StateError(
+            f"the database at {where(engine)} holds tables that are not funnelsync's "
+            f"({', '.join(sorted(tables)[:5])}); refusing to write to it: point state.url at a "
+            "new file or an empty database"
+        )
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the schema to the newest revision; refuse a foreign or newer database."""
+    _refuse_foreign(engine, _tables(engine))
+    with _migration_lock(engine), engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+        head = head_revision()
+        if current == head:
+            return
+        script = ScriptDirectory.from_config(_alembic_config(connection))
+        if current is not None and script.get_revision(current) is None:
+            raise StateError(
+                f"the state at {where(engine)} was written by a newer funnelsync (schema "
+                f"{current}); this one knows up to {head}"
+            )
+        command.upgrade(_alembic_config(connection), "head")
+        connection.commit()
+
+
+@contextmanager
+def _migration_lock(engine: sa.Engine) -> Iterator[None]:
+    lock = StateLock(engine, "migrate")
+    lock.acquire(wait=True)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class StateLock:
+    """A lock over the state for one purpose, released by the OS if the holder dies:
+    a PostgreSQL advisory lock on its own autocommit connection, or a lock file beside SQLite."""
+
+    def __init__(self, engine: sa.Engine, purpose: str) -> None:
+        self.engine = engine
+        self.purpose = purpose
+        self._connection: sa.Connection | None = None
+        self._file: FileLock | None = None
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database and database != ":memory:":
+            path = Path(database)
+            self._file = FileLock(str(path.with_name(f"{path.name}.{purpose}.lock")))
+
+    def acquire(self, *, wait: bool = False) -> bool:
+        if self._file is not None:
+            try:
+                self._file.acquire(timeout=-1 if wait else 0)
+            except Timeout:
+                return False
+            return True
+        if self.engine.dialect.name != "postgresql":
+            return True
+        # autocommit: a session-level lock must not keep a transaction open for hours
+        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        function = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
+        result = connection.execute(sa.text(f"SELECT {function}(:key)"), {"key": LOCK_KEYS[self.purpose]})
+        if wait or result.scalar():
+            self._connection = connection
+            return True
+        connection.close()
+        return False
+
+    def release(self) -> None:
+        if self._file is not None and self._file.is_locked:
+            self._file.release()
+        if self._connection is not None:
+            try:
+                self._connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"),
+                                         {"key": LOCK_KEYS[self.purpose]})
+            except DatabaseError:
+                pass  # the connection is gone, and the lock with it
+            self._connection.close()
+            self._connection = None
+
+    @contextmanager
+    def held(self, message: str) -> Iterator[None]:
+        if not self.acquire():
+            raise StateLocked(message)
+        try:
+            yield
+        finally:
+            self.release()
