@@ -100,11 +100,13 @@ class HubSpotSettings(_Strict):
 
 class StateSettings(_Strict):
     url: str = "sqlite:///funnelsync-state.db"
+    retention_days: int = Field(default=30, ge=1)  # run history and finished journal entries
 
 
 class DaemonSettings(_Strict):
     schedule: str = "*/15 * * * *"
     http: str = "127.0.0.1:9108"
+    standby_poll_seconds: float = Field(default=10.0, gt=0)  # how often a standby tries to take over
 
     @field_validator("schedule")
     @classmethod

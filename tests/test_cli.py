@@ -198,6 +198,8 @@ def http_get(url: str) -> tuple[int, str]:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+    except urllib.error.URLError:
+        return 0, ""  # not listening yet
 
 
 def wait_for(condition: Any, timeout: float = 30.0) -> None:
@@ -290,3 +292,51 @@ def test_sigterm_mid_backfill_finishes_the_batch_in_flight_and_records_only_what
     assert set(sandbox.store.contacts_by_email()) == set(emails)
     after = len([r for r in sandbox.store.request_log() if r["path"].endswith("batch/upsert")])
     assert after - before == -(-(1000 - len(in_hubspot)) // 100)
+
+
+def test_a_second_daemon_stands_by_and_takes_over_when_the_active_one_dies(
+    analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    analytics.add_many(10, calls=5)
+    ports = [free_port(), free_port()]
+    paths = []
+    for number, port in enumerate(ports):
+        data = config_data(analytics, sandbox.url, tmp_path / "state.db")
+        data["daemon"] = {"schedule": "0 0 1 1 *", "http": f"127.0.0.1:{port}", "standby_poll_seconds": 0.2}
+        paths.append(write_toml(tmp_path / f"config{number}.toml", data))
+    active = Daemon(paths[0], tmp_path / "active.log")
+    standby = None
+    try:
+        wait_for(lambda: http_get(f"http://127.0.0.1:{ports[0]}/readyz")[0] == 200)
+        standby = Daemon(paths[1], tmp_path / "standby.log")
+        wait_for(lambda: '"role": "standby"' in http_get(f"http://127.0.0.1:{ports[1]}/readyz")[1])
+        assert '"role": "active"' in http_get(f"http://127.0.0.1:{ports[0]}/readyz")[1]
+        analytics.add("late@example.com", calls=7)
+        active.process.kill()  # kill -9: no clean release
+        active.process.wait()
+        wait_for(lambda: "late@example.com" in sandbox.store.contacts_by_email(), timeout=20)
+        wait_for(lambda: '"role": "active"' in http_get(f"http://127.0.0.1:{ports[1]}/readyz")[1])
+        assert standby.stop() == 0
+    finally:
+        active.close()
+        if standby:
+            standby.close()
+    upserts = [r for r in sandbox.store.request_log() if r["path"].endswith("batch/upsert")]
+    assert len(upserts) == 2  # the standby never synced while the first was active
+
+
+def test_status_shows_an_interrupted_run_and_what_the_next_run_resumes(
+    config_file: Path, analytics: Analytics, tmp_path: Path
+) -> None:
+    analytics.add("ada@example.com")
+    state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    from funnelsync.state.store import PlannedWrite
+
+    run = state.start_run()  # as a killed sync leaves it
+    state.journal_writes(run, [[PlannedWrite("ada@example.com", {"n": "1"}, "fp")]], 0)
+    result = funnelsync("-c", str(config_file), "status")
+    assert f"run #{run} (started" in result.stdout and "1 write" in result.stdout
+    assert funnelsync("-c", str(config_file), "sync").returncode == 0
+    after = funnelsync("-c", str(config_file), "status")
+    assert "did not finish" not in after.stdout
+    assert "interrupted" in after.stdout

@@ -106,6 +106,8 @@ class TestDaysSince:
         assert matches(recent, signed_up_at="2026-04-30T00:00:00")
         assert not matches(recent, signed_up_at="2026-04-01T00:00:00")
         assert matches("signed_up_at.getDayOfWeek() == 2", signed_up_at="2026-04-28")
+        assert matches("signed_up_at >= timestamp('2026-04-01T00:00:00Z')",
+                       signed_up_at="2026-04-28 09:30")
 
     def test_text_not_read_as_a_timestamp_stays_text(self) -> None:
         assert matches("role == '2026-04-28'", role="2026-04-28")

@@ -106,6 +106,12 @@ def status() -> None:
     from funnelsync.state.store import utcnow
 
     click.echo(runs_text(state.recent_runs()))
+    interrupted = state.interrupted_run()
+    if interrupted is not None:
+        left = ", ".join(f"{count} {kind}" for kind, count in sorted(interrupted.unfinished.items())) or "nothing"
+        click.echo(f"run #{interrupted.run_id} (started {interrupted.started_at.isoformat(timespec='seconds')}) "
+                   f"did not finish; operations left unfinished: {left}. The next run closes them: "
+                   "property writes are planned again from the diff, nothing is sent twice.")
     stages = state.contacts_per_stage()
     click.echo(f"funnel ({state.contact_count()} contacts written):")
     for stage, count in stages.items():

@@ -50,6 +50,10 @@ class RunMetrics:
             self.role = "standby"
             self.last_error = ""
 
+    def run_skipped(self, reason: str) -> None:
+        with self._lock:
+            self.running = False
+
     def ready(self) -> tuple[bool, dict[str, object]]:
         with self._lock:
             body = {"role": self.role, "running": self.running, "last_error": self.last_error or None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -58,7 +59,10 @@ def run_sync(config: Config, *, dry_run: bool, stop: threading.Event | None = No
         try:
             crm = open_crm(config, used_today=state.api_calls_today())
             engine = SyncEngine(config, source, crm, state, stop=stop, progress=Progress())
-            return engine.sync(dry_run=dry_run)
+            summary = engine.sync(dry_run=dry_run)
+            if not dry_run:
+                state.prune(timedelta(days=config.state.retention_days))
+            return summary
         finally:
             state.close()
     finally:

@@ -15,10 +15,11 @@ What a rule sees:
 Values, as CEL sees them:
 - datetimes and dates are timestamps, in UTC when they carry no zone (a date is its midnight);
 - ISO-8601 strings are timestamps in the columns the rule reads as timestamps: passed to
-  `days_since()` or `timestamp()`, compared with or subtracted from `now`, shifted by a
-  `duration(...)`, or asked for a part (`signed_up_at.getDayOfWeek()`). Elsewhere a string is a
-  string. A value there that is not a date or time makes the rule false for that row;
-- ints and floats stay what they are: comparisons between them are exact across types
+  `days_since()` or `timestamp()`, compared with or subtracted from `now` (or compared with a
+  `timestamp(...)`), shifted by a `duration(...)`, or asked for a part
+  (`signed_up_at.getDayOfWeek()`). Elsewhere a string is a string. A value in such a column
+  that is not a date or time makes the rule false for that row;
+- ints and floats stay what they are: the engine compares numbers by value across types
   (`used_event_count == 0`, `> 1000` hold for 0, 0.0 or Decimal("0")), while arithmetic
   follows CEL (an int and a double do not mix without `double(x)`);
 - a Decimal is an int when it has no fractional digits by its scale (SUM of integer columns

@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from filelock import FileLock, Timeout
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
@@ -87,14 +88,21 @@ def migrate(engine: sa.Engine) -> None:
         head = head_revision()
         if current == head:
             return
-        script = ScriptDirectory.from_config(_alembic_config(connection))
-        if current is not None and script.get_revision(current) is None:
+        if current is not None and not _known_revision(connection, current):
             raise StateError(
                 f"the state at {where(engine)} was written by a newer funnelsync (schema "
                 f"{current}); this one knows up to {head}"
             )
         command.upgrade(_alembic_config(connection), "head")
         connection.commit()
+
+
+def _known_revision(connection: sa.Connection, revision: str) -> bool:
+    script = ScriptDirectory.from_config(_alembic_config(connection))
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 @contextmanager
@@ -139,6 +147,17 @@ class StateLock:
             return True
         connection.close()
         return False
+
+    def still_held(self) -> bool:
+        """False when the server dropped the connection that held the lock."""
+        if self._connection is None:
+            return self._file is None or self._file.is_locked
+        try:
+            query = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                            "AND pid = pg_backend_pid() AND objid = :key")
+            return bool(self._connection.execute(query, {"key": LOCK_KEYS[self.purpose]}).scalar())
+        except DatabaseError:
+            return False
 
     def release(self) -> None:
         if self._file is not None and self._file.is_locked:

@@ -1,0 +1,178 @@
+"""The state store, the same tests on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from funnelsync.errors import StateError, StateLocked
+from funnelsync.state import StateStore
+from funnelsync.state.models import Operation
+from funnelsync.state.store import Confirmed, PlannedWrite, Refused, fingerprint, utcnow
+
+
+@pytest.fixture
+def store(state_url: str) -> StateStore:
+    opened = StateStore(state_url)
+    yield opened
+    opened.close()
+
+
+def write(email: str, **properties: str) -> PlannedWrite:
+    return PlannedWrite(email, properties, fingerprint(properties))
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_uses(store: StateStore) -> None:
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    assert differences == []
+
+
+def test_reopening_migrates_nothing_and_keeps_the_data(state_url: str) -> None:
+    first = StateStore(state_url)
+    run = first.start_run()
+    first.record_results(run, [Confirmed(write("ada@example.com", stage="top"), "101")], [], stage_property="stage")
+    first.close()
+    second = StateStore(state_url)
+    assert second.known_contacts(["ada@example.com"])["ada@example.com"].stage == "top"
+    second.close()
+
+
+def test_confirmed_writes_merge_over_what_was_held_and_cleared_values_are_dropped(store: StateStore) -> None:
+    run = store.start_run()
+    store.record_results(run, [Confirmed(write("ada@example.com", a="1", b="x"), "101")], [])
+    store.record_results(run, [Confirmed(write("ada@example.com", a="2", b=""), None)], [])
+    assert store.written_properties(["ada@example.com"]) == {"ada@example.com": {"a": "2"}}
+
+
+def test_a_confirmation_clears_the_contacts_earlier_rejection(store: StateStore) -> None:
+    run = store.start_run()
+    store.record_results(run, [], [Refused("ada@example.com", "bad option", "INVALID_OPTION")])
+    store.record_results(run, [], [Refused("ada@example.com", "bad option again", "INVALID_OPTION")])
+    [reject] = store.rejects()
+    assert (reject.attempts, reject.reason) == (2, "bad option again")
+    store.record_results(run, [Confirmed(write("ada@example.com", a="1"), "7")], [])
+    assert store.rejects() == []
+
+
+def test_journaled_batches_come_back_in_order_and_done_ones_do_not(store: StateStore) -> None:
+    run = store.start_run()
+    batches = [[write(f"dev{b}-{i}@example.com", n=str(i)) for i in range(3)] for b in range(45)]
+    assert store.journal_writes(run, batches, 0) == 45
+    first = next(store.planned_write_batches(run))
+    store.record_results(run, [Confirmed(w, None) for w in first.writes], [], operation_id=first.operation_id)
+    remaining = list(store.planned_write_batches(run))
+    assert len(remaining) == 44
+    assert remaining[0].writes[0].email == "dev1-0@example.com"
+
+
+def test_a_run_after_a_crash_supersedes_the_unfinished_writes_and_marks_the_run_interrupted(store: StateStore) -> None:
+    crashed = store.start_run()
+    store.journal_writes(crashed, [[write("ada@example.com", n="1")], [write("bob@example.com", n="1")]], 0)
+    interrupted = store.interrupted_run()
+    assert interrupted is not None
+    assert (interrupted.run_id, interrupted.unfinished) == (crashed, {"write": 2})
+    next_run = store.start_run()
+    assert store.recover(next_run) == 2
+    assert list(store.planned_write_batches(crashed)) == []
+    assert store.recent_runs()[1].outcome == "interrupted"
+
+
+def test_planned_writes_of_a_contact_found_to_be_duplicated_are_dropped(store: StateStore) -> None:
+    run = store.start_run()
+    store.journal_writes(run, [[write("ada@example.com", n="1"), write("bob@example.com", n="2")]], 0)
+    dropped = store.drop_planned_writes(run, {"ada@example.com"})
+    assert [w.email for w in dropped] == ["ada@example.com"]
+    [batch] = store.planned_write_batches(run)
+    assert [w.email for w in batch.writes] == ["bob@example.com"]
+
+
+def test_old_history_and_finished_operations_are_pruned(store: StateStore) -> None:
+    run = store.start_run()
+    store.journal_writes(run, [[write("ada@example.com", n="1")]], 0)
+    [batch] = store.planned_write_batches(run)
+    store.record_results(run, [Confirmed(batch.writes[0], None)], [], operation_id=batch.operation_id)
+    store.finish_run(run, "ok")
+    assert store.prune(timedelta(days=30)) == {"runs": 0, "operations": 0, "stage_changes": 0}
+    pruned = store.prune(timedelta(seconds=-1))
+    assert pruned["runs"] == 1 and pruned["operations"] == 1
+    assert store.contact_count() == 1  # what HubSpot holds is never pruned
+
+
+def test_one_sync_at_a_time(state_url: str) -> None:
+    first, second = StateStore(state_url), StateStore(state_url)
+    with first.exclusive():
+        with pytest.raises(StateLocked), second.exclusive():
+            pass
+    with second.exclusive():
+        pass
+    first.close()
+    second.close()
+
+
+def test_the_leader_lock_is_held_by_one_daemon_at_a_time(state_url: str) -> None:
+    first, second = StateStore(state_url), StateStore(state_url)
+    lead, standby = first.leader_lock(), second.leader_lock()
+    assert lead.acquire()
+    assert not standby.acquire()
+    lead.release()
+    assert standby.acquire()
+    standby.release()
+    first.close()
+    second.close()
+
+
+def test_api_calls_today_adds_up_todays_runs(store: StateStore) -> None:
+    for calls in (10, 32):
+        run = store.start_run()
+        store.finish_run(run, "ok", api_calls=calls)
+    assert store.api_calls_today() == 42
+
+
+def test_a_foreign_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "crm.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE customers (id INTEGER)")
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="tables that are not funnelsync's"):
+        StateStore(f"sqlite:///{path}")
+    assert path.read_bytes() == before
+
+
+def test_a_corrupt_file_is_refused_and_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not a database at all" * 100)
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="not readable"):
+        StateStore(f"sqlite:///{path}")
+    assert path.read_bytes() == before
+
+
+def test_a_state_from_a_newer_funnelsync_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    StateStore(url).close()
+    with sa.create_engine(url).begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(StateError, match="newer funnelsync"):
+        StateStore(url)
+
+
+def test_an_unreachable_postgresql_server_is_a_clear_error() -> None:
+    with pytest.raises(StateError, match="cannot open the state database"):
+        StateStore("postgresql+psycopg://postgres@127.0.0.1:1/nothing?connect_timeout=2")
+
+
+def test_operations_have_unique_keys(store: StateStore) -> None:
+    run = store.start_run()
+    store.journal_writes(run, [[write("ada@example.com", n="1")]], 0)
+    with pytest.raises(sa.exc.IntegrityError):
+        store.journal_writes(run, [[write("ada@example.com", n="1")]], 0)
+    assert Operation.__table__.c.key.unique
+    assert utcnow().tzinfo is not None
