@@ -45,7 +45,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+    sys.path.append(str(REPO))  # after PYTHONPATH, so that a --ref snapshot wins
 
 TOKEN = "bench-token-0123456789"
 TOKEN_ENV = "FUNNELSYNC_BENCH_HUBSPOT_TOKEN"
@@ -162,12 +162,6 @@ def write_config(path: Path, *, source: Path, base_url: str, state: Path, limit:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def provisioning_floor(empty_portal: bool) -> int:
-    """Fewest property calls a sync can make: read the properties and the group, and on an
-    empty portal create the group and each property (the 8 mapped + the stage property)."""
-    return 2 + ((1 + len(PROPERTIES) + 1) if empty_portal else 0)
-
-
 # -- the sandbox, with single-contact create for the naive baseline ----------------------------
 
 def bench_sandbox(limit: int) -> Any:
@@ -277,7 +271,7 @@ class Measured:
     upsert_calls: int  # answered 2xx
     write_calls_429: int
     provisioning_calls: int
-    provisioning_floor: int
+    provisioning_needed: int  # provisioning requests not refused (429) nor failed (5xx)
     other_calls: int
     total_calls: int  # every answered request, 429s included
     client_counted_calls: int | None
@@ -315,15 +309,15 @@ def window_rates(times: list[float], start: float, end: float) -> tuple[int | No
 
 
 def measure(label: str, size: int, changed: int, child: Child, log: list[dict[str, Any]],
-            run: dict[str, Any], *, empty_portal: bool, write_path: str, limit: int) -> Measured:
+            run: dict[str, Any], *, write_path: str) -> Measured:
     statuses = Counter(f"{r['method']} {r['path']} {r['status']}" for r in log)
     writes = [r for r in log if r["path"] == write_path]
     upserts = [r for r in writes if 200 <= r["status"] < 300]
     provisioning = [r for r in log if r["path"].startswith(PROPERTIES_PREFIX)]
     other = [r for r in log if r["path"] != write_path and not r["path"].startswith(PROPERTIES_PREFIX)]
     admitted = sorted(r["time"] for r in log if r["status"] != 429)
-    floor = math.ceil(changed / BATCH) + len(provisioning) if write_path == UPSERT_PATH else \
-        changed + len(provisioning)
+    needed = sum(1 for r in provisioning if r["status"] != 429 and r["status"] < 500)
+    floor = (math.ceil(changed / BATCH) if write_path == UPSERT_PATH else changed) + needed
     if writes:
         start, end = writes[0]["time"], writes[-1]["time"]
         rate_max, rate_mean, windows = window_rates(admitted, start, end)
@@ -338,7 +332,7 @@ def measure(label: str, size: int, changed: int, child: Child, log: list[dict[st
         label=label, size=size, changed=changed, written=int(run.get("contacts_written", -1)),
         exit_status=child.exit_status, upsert_calls=len(upserts),
         write_calls_429=sum(1 for r in writes if r["status"] == 429),
-        provisioning_calls=len(provisioning), provisioning_floor=provisioning_floor(empty_portal),
+        provisioning_calls=len(provisioning), provisioning_needed=needed,
         other_calls=len(other), total_calls=len(log),
         client_counted_calls=run.get("api_calls"), floor=floor,
         over_floor_pct=(len(log) - floor) / floor * 100 if floor else 0.0,
@@ -375,7 +369,7 @@ def bench_size(size: int, limit: int, root: Path) -> list[Measured]:
         mark = len(sandbox.store.request_log())
         child = run_child(funnelsync_argv(config), workdir, "backfill")
         backfill = measure("backfill", size, size, child, log_since(sandbox, mark), last_run(state),
-                           empty_portal=True, write_path=UPSERT_PATH, limit=limit)
+                           write_path=UPSERT_PATH)
         contacts = sandbox.store.contacts_by_email()
         backfill.checks.append(f"sandbox holds {len(contacts):,} contacts (expected {size:,})")
         if child.exit_status != 0:
@@ -389,8 +383,7 @@ def bench_size(size: int, limit: int, root: Path) -> list[Measured]:
         child = run_child(funnelsync_argv(config), workdir, "resync")
         run = last_run(state)
         resync = measure("re-sync 1%", size, int(run.get("contacts_changed", len(changed))), child,
-                         log_since(sandbox, mark), run, empty_portal=False,
-                         write_path=UPSERT_PATH, limit=limit)
+                         log_since(sandbox, mark), run, write_path=UPSERT_PATH)
         contacts = sandbox.store.contacts_by_email()
         arrived = sum(1 for email, value in changed.items()
                       if contacts.get(email, {}).get("properties", {}).get("used_event_count") == str(value))
@@ -403,104 +396,135 @@ def bench_size(size: int, limit: int, root: Path) -> list[Measured]:
     return results
 
 
+BUILT_IN = {"email", "hs_object_id", "createdate", "lastmodifieddate"}
+
+
 def bench_naive(size: int, limit: int, root: Path) -> tuple[Measured, Measured]:
+    """funnelsync's backfill of `size` contacts, then the naive one of the same contacts with
+    the same property values (taken from what funnelsync wrote) into a fresh sandbox."""
     workdir = root / f"naive{size}"
     workdir.mkdir()
-    source = workdir / "analytics.db"
+    source, state, config = workdir / "analytics.db", workdir / "state.db", workdir / "config.toml"
     build_source(source, size)
-    measured = []
-    for label in ("funnelsync backfill", "naive backfill"):
-        state = workdir / f"state-{label.split()[0]}.db"
-        config = workdir / f"config-{label.split()[0]}.toml"
-        with bench_sandbox(limit) as sandbox:
-            write_config(config, source=source, base_url=sandbox.url, state=state, limit=limit)
-            print(f"[naive N={size:,}] {label} ...", flush=True)
-            if label.startswith("naive"):
-                argv = [sys.executable, str(Path(__file__).resolve()), "--naive-child", str(config)]
-                child = run_child(argv, workdir, "naive")
-                try:
-                    run = json.loads(child.stdout.strip().splitlines()[-1])
-                except (ValueError, IndexError):
-                    run = {}
-                write_path = CREATE_PATH
-            else:
-                child = run_child(funnelsync_argv(config), workdir, "funnelsync")
-                run = last_run(state)
-                write_path = UPSERT_PATH
-            result = measure(label, size, size, child, log_since(sandbox, 0), run,
-                             empty_portal=True, write_path=write_path, limit=limit)
-            result.checks.append(
-                f"sandbox holds {len(sandbox.store.contacts_by_email()):,} contacts (expected {size:,})")
-            if child.exit_status != 0:
-                result.checks.append(f"exit status {child.exit_status}: {child.stderr[-2000:]}")
-        measured.append(result)
-        report_one(result, limit)
-    return measured[0], measured[1]
+
+    with bench_sandbox(limit) as sandbox:
+        write_config(config, source=source, base_url=sandbox.url, state=state, limit=limit)
+        print(f"[naive N={size:,}] funnelsync backfill ...", flush=True)
+        child = run_child(funnelsync_argv(config), workdir, "funnelsync")
+        ours = measure("funnelsync backfill", size, size, child, log_since(sandbox, 0),
+                       last_run(state), write_path=UPSERT_PATH)
+        contacts = sandbox.store.contacts_by_email()
+        ours.checks.append(f"sandbox holds {len(contacts):,} contacts (expected {size:,})")
+        if child.exit_status != 0:
+            ours.checks.append(f"exit status {child.exit_status}: {child.stderr[-2000:]}")
+        group = sandbox.store.group("funnelsync")
+        spec = {
+            "group": group,
+            "properties": [p for p in sandbox.store.properties().values()
+                           if p["groupName"] == "funnelsync"],
+            "contacts": {email: {k: v for k, v in c["properties"].items()
+                                 if k not in BUILT_IN and v not in (None, "")}
+                         for email, c in contacts.items()},
+        }
+    report_one(ours, limit)
+    spec_path = workdir / "naive.json"
+    spec_path.write_text(json.dumps(spec))
+
+    with bench_sandbox(limit) as sandbox:
+        print(f"[naive N={size:,}] naive backfill ...", flush=True)
+        argv = [sys.executable, str(Path(__file__).resolve()), "--naive-child", str(spec_path),
+                "--naive-url", sandbox.url, "--limit", str(limit)]
+        child = run_child(argv, workdir, "naive")
+        try:
+            run = json.loads(child.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            run = {}
+        naive = measure("naive backfill", size, size, child, log_since(sandbox, 0), run,
+                        write_path=CREATE_PATH)
+        held = sandbox.store.contacts_by_email()
+        same = sum(1 for email, values in spec["contacts"].items()
+                   if all(held.get(email, {}).get("properties", {}).get(k) == v
+                          for k, v in values.items()))
+        naive.checks.append(f"sandbox holds {len(held):,} contacts, {same:,} with the same values "
+                            "funnelsync wrote")
+        if child.exit_status != 0:
+            naive.checks.append(f"exit status {child.exit_status}: {child.stderr[-2000:]}")
+    report_one(naive, limit)
+    return ours, naive
 
 
 # -- the naive baseline, run as a child --------------------------------------------------------
 
-def naive_writes(config: Any, rows: Any, key: str) -> list[tuple[str, dict[str, str]]]:
-    """What a first sync writes for each row: funnelsync's own value mapping and funnel stage
-    (a new contact enters the stage its metric says), empty values left out, as the backfill
-    leaves them out. Only the mapping functions are used, not the planner."""
-    from funnelsync.mappings.contacts import RejectedRow, map_row, normalize_email
+class Pacer:
+    """A sliding window of `limit` requests per 10 s, timestamped when a request is let go:
+    the same rule as funnelsync's RequestBudget, without its header corrections."""
 
-    writes, seen = [], set()
-    for row in rows:
-        email = normalize_email(row.get(key))
-        if email is None or email in seen:
-            continue
-        seen.add(email)
-        mapped = map_row(row, email, config)
-        if isinstance(mapped, RejectedRow):
-            continue
-        properties = dict(mapped.properties)
-        if config.funnel is not None and mapped.stage is not None:
-            properties[config.funnel.property] = mapped.stage
-        writes.append((email, {k: v for k, v in properties.items() if v != ""}))
-    return writes
+    def __init__(self, limit: int) -> None:
+        from collections import deque
+
+        self.limit = limit
+        self.sent: Any = deque()
+
+    def acquire(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self.sent and now - self.sent[0] >= WINDOW_SECONDS:
+                self.sent.popleft()
+            if len(self.sent) < self.limit:
+                self.sent.append(now)
+                return
+            time.sleep(max(WINDOW_SECONDS - (now - self.sent[0]), 0.001))
 
 
-def naive_child(config_path: str) -> int:
-    """One `basic_api.create` per contact, paced by the same RequestBudget at the same limit,
-    the same property values and the same provisioning (funnelsync's `ensure_properties`)."""
+def naive_child(spec_path: str, base_url: str, limit: int) -> int:
+    """Provisioning with the same calls funnelsync makes (read the properties, read the group,
+    create it, create each property), then one `basic_api.create` per contact, with the same
+    `hubspot-api-client` and the same values, paced to `limit` per 10 s; a 429 waits 1 s."""
     import hubspot
     from hubspot.crm.contacts import SimplePublicObjectInputForCreate
-    from hubspot.crm.contacts.exceptions import ApiException
+    from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
+    from hubspot.crm.properties import OptionInput, PropertyCreate, PropertyGroupCreate
+    from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
-    from funnelsync.config import load_config
-    from funnelsync.connectors.budget import RequestBudget
-    from funnelsync.connectors.hubspot import HubSpotCrm
-    from funnelsync.daemon.factory import open_source
-    from funnelsync.mappings.schema import property_specs
+    spec = json.loads(Path(spec_path).read_text())
+    token = os.environ[TOKEN_ENV]
+    client = hubspot.Client.create(access_token=token, host=base_url)
+    pacer = Pacer(limit)
+    counts = Counter()
 
-    config = load_config(config_path)
-    settings = config.hubspot
-    token = os.environ[settings.token_env]
-    source = open_source(config)
-    writes = naive_writes(config, source.read().rows, source.key)
-    source.close()
-    budget = RequestBudget(settings.requests_per_10s, WINDOW_SECONDS)
-    crm = HubSpotCrm(settings, token, budget=budget)
-    crm.ensure_properties(property_specs(config))
-    client = hubspot.Client.create(access_token=token, host=settings.base_url,
-                                   base_url=settings.base_url)
-    contacts = client.crm.contacts.basic_api
-    calls, refused = crm.calls_made, 0
-    for email, properties in writes:
+    def call(fn: Any, *args: Any, missing_ok: bool = False) -> Any:
         while True:
-            budget.acquire()
-            calls += 1
+            pacer.acquire()
+            counts["calls"] += 1
             try:
-                contacts.create(SimplePublicObjectInputForCreate(properties={"email": email, **properties}))
-                break
-            except ApiException as exc:
-                if exc.status != 429:
-                    raise
-                refused += 1
-                time.sleep(1.0)
-    print(json.dumps({"contacts_written": len(writes), "api_calls": calls, "refused_429": refused}))
+                return fn(*args)
+            except (ContactsApiException, PropertiesApiException) as exc:
+                if exc.status == 429:
+                    counts["refused_429"] += 1
+                    time.sleep(1.0)
+                    continue
+                if exc.status == 404 and missing_ok:
+                    return None
+                raise
+
+    properties = client.crm.properties
+    call(properties.core_api.get_all, "contacts")
+    group = spec["group"]
+    if call(properties.groups_api.get_by_name, "contacts", group["name"], missing_ok=True) is None:
+        call(properties.groups_api.create, "contacts",
+             PropertyGroupCreate(name=group["name"], label=group["label"], display_order=-1))
+    for prop in spec["properties"]:
+        options = [OptionInput(label=o["label"], value=o["value"], display_order=o["displayOrder"],
+                               hidden=o["hidden"]) for o in prop.get("options") or []]
+        call(properties.core_api.create, "contacts", PropertyCreate(
+            name=prop["name"], label=prop["label"], type=prop["type"], field_type=prop["fieldType"],
+            group_name=prop["groupName"], description=prop.get("description") or None,
+            options=options or None))
+    contacts = client.crm.contacts.basic_api
+    for email, values in spec["contacts"].items():
+        call(contacts.create, SimplePublicObjectInputForCreate(properties={"email": email, **values}))
+        counts["contacts_written"] += 1
+    print(json.dumps({**counts, "api_calls": counts["calls"]}))
     return 0
 
 
@@ -516,7 +540,45 @@ def report_one(m: Measured, limit: int) -> None:
         print(f"    check: {check}", flush=True)
 
 
-def machine() -> dict[str, str]:
+def code_fingerprint(package: Path) -> str:
+    """A hash of the funnelsync sources under test, to notice them changing during a run."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=8)
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(package)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def git(*args: str) -> str:
+    """A read-only git query in the repository."""
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                          check=False).stdout.strip()
+
+
+def snapshot(ref: str, into: Path) -> str:
+    """`git archive REF funnelsync` into `into` (read-only for the repository): the sync
+    children and the sandbox import funnelsync from there, so edits to the working tree
+    during the run do not change what is measured. Returns the commit."""
+    commit = git("rev-parse", "--short", f"{ref}^{{commit}}")
+    if not commit:
+        raise SystemExit(f"git does not know {ref!r}")
+    archive = subprocess.run(["git", "archive", "--format=tar", commit, "funnelsync"], cwd=REPO,
+                             capture_output=True, check=True).stdout
+    import io
+    import tarfile
+
+    into.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    sys.path.insert(0, str(into))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(into), os.environ.get("PYTHONPATH")]))
+    return commit
+
+
+def machine(commit: str | None = None) -> dict[str, str]:
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -532,16 +594,17 @@ def machine() -> dict[str, str]:
                 memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     except OSError:
         pass
-    try:  # read-only git queries
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=False).stdout.strip()
-        dirty = [line[3:] for line in subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=all", "--", "funnelsync"], cwd=REPO,
-            capture_output=True, text=True, check=False).stdout.splitlines()]
-        if commit and dirty:
-            commit += f" plus uncommitted changes to {', '.join(dirty)}"
-    except OSError:
-        commit = ""
+    if commit is not None:
+        commit += " (a `git archive` snapshot of funnelsync/)"
+    else:
+        try:
+            commit = git("rev-parse", "--short", "HEAD") + " working tree"
+            dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=all",
+                                             "--", "funnelsync").splitlines()]
+            if dirty:
+                commit += f" with uncommitted changes to {', '.join(dirty)}"
+        except OSError:
+            commit = ""
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -568,14 +631,15 @@ def markdown(results: list[Measured], naive: tuple[Measured, Measured] | None, l
            f"Limit: sandbox `requests_per_10s = {limit}` and config `requests_per_10s = {limit}`.", ""]
 
     out += ["### HubSpot calls per sync", "",
-            "| N | sync | contacts to write | upsert calls | provisioning calls (fewest possible) "
+            "| N | sync | contacts to write | upsert calls | provisioning calls "
             "| other | 429s | all calls | floor | over floor |",
             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in results:
         out.append(f"| {m.size:,} | {m.label} | {m.changed:,} | {m.upsert_calls:,} | "
-                   f"{m.provisioning_calls} ({m.provisioning_floor}) | {m.other_calls} | "
+                   f"{m.provisioning_calls} | {m.other_calls} | "
                    f"{m.write_calls_429} | {m.total_calls:,} | {m.floor:,} | {pct(m.over_floor_pct)} |")
-    out += ["", "floor = ceil(contacts to write / 100) + the provisioning calls in the log; "
+    out += ["", "floor = ceil(contacts to write / 100) + the provisioning calls in the log that "
+            "were not refused (429) or failed (5xx); "
             "\"all calls\" counts every answered request, 429s included (the client's own count, "
             "`runs.api_calls`, is " +
             ", ".join(f"{m.client_counted_calls}" for m in results) + " in the same order).", ""]
@@ -611,9 +675,10 @@ def markdown(results: list[Measured], naive: tuple[Measured, Measured] | None, l
         out += ["", f"funnelsync / naive: calls {fs.total_calls / nv.total_calls:.3f} "
                 f"(1 : {nv.total_calls / fs.total_calls:.1f}), wall time "
                 f"{fs.wall_seconds / nv.wall_seconds:.3f} (1 : {nv.wall_seconds / fs.wall_seconds:.1f}). "
-                "Naive = one `basic_api.create` per contact with the same client, the same "
-                "property values and provisioning, paced by the same `RequestBudget` at the same "
-                "limit (a 429 waits 1 s and retries).", ""]
+                "Naive = one `basic_api.create` per contact with the same `hubspot-api-client`, "
+                "the values funnelsync wrote in its backfill and the same provisioning calls, "
+                "paced by a sliding window of the same limit (funnelsync's `RequestBudget` rule "
+                "without its header corrections; a 429 waits 1 s and retries).", ""]
 
     checks = [f"{m.size:,} {m.label}: {c}" for m in [*results, *(naive or ())] for c in m.checks]
     out += ["Checks: " + "; ".join(checks) + ".", ""]
@@ -676,25 +741,40 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: --sizes 2000 --naive-size 150")
     parser.add_argument("--out", type=Path, help="write the results into this Markdown file")
     parser.add_argument("--json", type=Path, help="write the raw figures as JSON here")
+    parser.add_argument("--ref", help="measure this git commit (extracted with `git archive`) "
+                        "instead of the working tree")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument("--naive-child", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--naive-child", metavar="SPEC", help=argparse.SUPPRESS)
+    parser.add_argument("--naive-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_child:
-        return naive_child(args.naive_child)
+        return naive_child(args.naive_child, args.naive_url, args.limit)
     if args.quick:
         args.sizes, args.naive_size = "2000", 150
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     command = "bench/sync_bench.py " + " ".join(sys.argv[1:])
-    facts = machine()
+    root = Path(tempfile.mkdtemp(prefix="funnelsync-bench-"))
+    package = REPO / "funnelsync"
+    commit = None
+    if args.ref:
+        commit = snapshot(args.ref, root / "src")
+        package = root / "src" / "funnelsync"
+    facts = machine(commit)
     print(f"machine: {facts}", flush=True)
 
-    root = Path(tempfile.mkdtemp(prefix="funnelsync-bench-"))
     started = time.perf_counter()
+    code = code_fingerprint(package)
+    changed_code = []
     try:
         results: list[Measured] = []
         for size in sizes:
             results += bench_size(size, args.limit, root)
+            if code_fingerprint(package) != code:
+                changed_code.append(f"during or before N = {size:,}")
+                code = code_fingerprint(package)
         naive = bench_naive(args.naive_size, args.limit, root) if args.naive_size else None
+        if code_fingerprint(package) != code:
+            changed_code.append("during the naive comparison")
     finally:
         if args.keep:
             print(f"kept {root}")
@@ -703,6 +783,9 @@ def main() -> int:
     print(f"benchmark took {time.perf_counter() - started:.0f} s\n", flush=True)
 
     body = markdown(results, naive, args.limit, facts, command.strip())
+    if changed_code:
+        body = ("**Warning: the funnelsync code under test changed " + ", ".join(changed_code) +
+                "; the figures mix versions. Use --ref to measure a commit.**\n\n" + body)
     print(body)
     if args.json:
         args.json.write_text(json.dumps({"machine": facts, "limit": args.limit,

@@ -152,8 +152,15 @@ class Sequence(_Strict):
 
 class Enroll(_Strict):
     workflow_id: int | None = Field(default=None, gt=0)
-    list: str | None = Field(default=None, min_length=1)
+    list: str | None = Field(default=None, min_length=1, max_length=250)
     sequence: Sequence | None = None
+
+    @model_validator(mode="after")
+    def _names_a_target(self) -> Enroll:
+        if self.workflow_id is None and self.list is None and self.sequence is None:
+            raise ValueError("`enroll` names none of workflow_id, list, sequence: name one, or leave "
+                             "`enroll` out to let the property trigger a workflow")
+        return self
 
 
 class PropertyMapping(_Strict):
@@ -187,6 +194,7 @@ class Funnel(_Strict):
     property: str = "api_integration_stage"
     label: str = "API integration stage"
     demote_after_days: int | None = Field(default=None, ge=1)
+    signup_column: str | None = None  # gives the time to first hello world / working app
     stages: list[Stage] = Field(min_length=1)
 
     _check_property = field_validator("property")(_internal_name)
@@ -217,6 +225,15 @@ class Segment(_Strict):
     property: str | None = None
 
     _check_name = field_validator("name")(_internal_name)
+    _check_property = field_validator("property")(lambda v: v if v is None else _internal_name(v))
+
+    @field_validator("when")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        from funnelsync.mappings.rules import columns_read
+
+        columns_read(value)
+        return value
 
 
 class Config(_Strict):
@@ -231,6 +248,12 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
         seen: dict[str, str] = {}
+        segments = [(f"segments[{i}].name", s.name) for i, s in enumerate(self.segments)]
+        for key, name in segments:
+            if name in seen:
+                raise ValueError(f"{key}: segment {name!r} is named twice")
+            seen[name] = key
+        seen = {}
         names = [(f"properties[{i}].name", p.name) for i, p in enumerate(self.properties)]
         if self.funnel:
             names.append(("funnel.property", self.funnel.property))
@@ -241,18 +264,6 @@ class Config(_Strict):
             seen[name] = key
         return self
 
-    @model_validator(mode="after")
-    def _enrollment_not_available_yet(self) -> Config:
-        keys = [f"funnel.stages[{i}].enroll" for i, s in enumerate(self.funnel.stages if self.funnel else [])
-                if s.enroll is not None]
-        keys += ["segments"] if self.segments else []
-        if keys:
-            raise ValueError(
-                f"{', '.join(keys)}: enrollment and segments are not available in this version of "
-                "funnelsync yet; leave them out (the stage property can trigger a HubSpot workflow)"
-            )
-        return self
-
     def columns_used(self) -> dict[str, str]:
         """Source column -> the first TOML key that names it."""
         used: dict[str, str] = {}
@@ -260,6 +271,13 @@ class Config(_Strict):
             used.setdefault(prop.column, f"properties[{i}].column")
         if self.funnel:
             used.setdefault(self.funnel.metric, "funnel.metric")
+            if self.funnel.signup_column:
+                used.setdefault(self.funnel.signup_column, "funnel.signup_column")
+        from funnelsync.mappings.rules import columns_read
+
+        for i, segment in enumerate(self.segments):
+            for column in sorted(columns_read(segment.when)):
+                used.setdefault(column, f"segments[{i}].when")
         return used
 
 

@@ -67,6 +67,11 @@ class StateError(FatalError):
     """The state database cannot be used (foreign or corrupt file, failed migration)."""
 
 
+class EnrollmentTargetError(FunnelsyncError):
+    """A workflow, list or sequence that does not exist or may not be used (404, 403): every
+    enrollment into it fails until the config or the portal is fixed."""
+
+
 class RetriableError(FunnelsyncError):
     """A transient failure (429 burst, 5xx, timeout, reset): retry after a wait."""
 

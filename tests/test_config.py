@@ -178,8 +178,28 @@ enroll = { list = "Onboarding: no API calls yet" }
 '''
 
 
-def test_the_documented_example_parses_apart_from_enrollment() -> None:
-    """The documented keys are all known settings; enrollment is refused clearly until it ships."""
-    found = problems_of(tomllib.loads(DOCUMENTED_EXAMPLE))
-    assert list(found) == ["config"]
-    assert "funnel.stages[1].enroll" in found["config"] and "segments" in found["config"]
+def test_the_documented_example_is_a_valid_config() -> None:
+    config = parse_config(tomllib.loads(DOCUMENTED_EXAMPLE))
+    assert config.funnel.stages[1].enroll.workflow_id == 1234567
+    assert config.funnel.stages[2].enroll.list == "API funnel: production"
+    assert config.segments[0].enroll.list == "Onboarding: no API calls yet"
+    assert config.columns_used()["signed_up_days_ago"] == "segments[0].when"
+
+
+def test_a_segment_rule_that_does_not_parse_is_named_at_load() -> None:
+    found = problems_of(minimal(segments=[{"name": "broken", "label": "B", "when": "used_event_count = 0"}]))
+    assert "does not parse" in found["segments[0].when"]
+
+
+def test_an_enroll_that_names_nothing_is_refused() -> None:
+    funnel = minimal()["funnel"]
+    funnel["stages"][1]["enroll"] = {}  # type: ignore[index]
+    found = problems_of(minimal(funnel=funnel))
+    assert "names none of workflow_id, list, sequence" in found["funnel.stages[1].enroll"]
+
+
+def test_sequence_ids_must_be_digits() -> None:
+    funnel = minimal()["funnel"]
+    funnel["stages"][1]["enroll"] = {"sequence": {"id": "abc", "sender_email": "a@b.c", "user_id": 7}}  # type: ignore[index]
+    found = problems_of(minimal(funnel=funnel))
+    assert "not a HubSpot id" in found["funnel.stages[1].enroll.sequence.id"]

@@ -15,7 +15,7 @@ from sqlmodel import SQLModel
 from funnelsync.errors import StateError, StateLocked
 from funnelsync.state import StateStore
 from funnelsync.state.models import Operation
-from funnelsync.state.store import Confirmed, PlannedWrite, Refused, fingerprint, utcnow
+from funnelsync.state.store import Confirmed, FunnelRecording, PlannedWrite, Refused, fingerprint, utcnow
 
 
 @pytest.fixture
@@ -38,7 +38,8 @@ def test_the_migrations_build_exactly_the_tables_the_code_uses(store: StateStore
 def test_reopening_migrates_nothing_and_keeps_the_data(state_url: str) -> None:
     first = StateStore(state_url)
     run = first.start_run()
-    first.record_results(run, [Confirmed(write("ada@example.com", stage="top"), "101")], [], stage_property="stage")
+    funnel = FunnelRecording("stage", {}, "hw", "wa", {})
+    first.record_results(run, [Confirmed(write("ada@example.com", stage="top"), "101")], [], funnel=funnel)
     first.close()
     second = StateStore(state_url)
     assert second.known_contacts(["ada@example.com"])["ada@example.com"].stage == "top"

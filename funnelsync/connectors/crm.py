@@ -46,6 +46,38 @@ class Crm(ABC):
     def check_access(self) -> None:
         """Prove the token works and has the scopes needed (CredentialsError otherwise)."""
 
+    # -- enrollment ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def find_or_create_list(self, name: str, *, create: bool = True) -> str | None:
+        """The id of the static contact list with this name (case-insensitive), created when
+        missing and `create`; None when missing and not `create`."""
+
+    @abstractmethod
+    def change_list(self, list_id: str, record_ids: Sequence[str], *, add: bool) -> None:
+        """Add or remove contacts (by record id); already a member / not a member is fine."""
+
+    @abstractmethod
+    def check_workflow(self, workflow_id: int) -> None:
+        """Raise EnrollmentTargetError when the workflow does not exist or may not be used."""
+
+    @abstractmethod
+    def enroll_in_workflow(self, workflow_id: int, email: str) -> None: ...
+
+    @abstractmethod
+    def workflows_of(self, record_id: str) -> set[int]:
+        """The workflows the contact is enrolled in now (to check an enrollment of unknown outcome)."""
+
+    @abstractmethod
+    def check_sequence(self, sequence_id: str, user_id: str) -> None: ...
+
+    @abstractmethod
+    def enroll_in_sequence(self, sequence_id: str, record_id: str, sender_email: str, user_id: str) -> None: ...
+
+    @abstractmethod
+    def sequence_of(self, record_id: str) -> str | None:
+        """The sequence the contact is enrolled in now, if any."""
+
     @property
     @abstractmethod
     def calls_made(self) -> int:

@@ -21,11 +21,14 @@ import structlog
 from funnelsync.config import Config
 from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport
 from funnelsync.connectors.source import Source
+from funnelsync.daemon.enrollments import EnrollmentRunner, EnrollmentSummary
 from funnelsync.daemon.plan import Plan, Planner, check_columns
 from funnelsync.daemon.sinks import JournalSink, PreviewSink
 from funnelsync.errors import DailyLimitReached, FunnelsyncError
+from funnelsync.mappings.contacts import ContactMapper
+from funnelsync.mappings.funnel import HELLO_WORLD_PROPERTY, WORKING_APP_PROPERTY, entry_properties
 from funnelsync.mappings.schema import property_specs
-from funnelsync.state.store import Confirmed, Refused, StateStore, WriteBatch
+from funnelsync.state.store import Confirmed, FunnelRecording, Refused, StateStore, WriteBatch
 
 log = structlog.get_logger("funnelsync.sync")
 
@@ -48,6 +51,8 @@ class RunSummary:
     schema: SchemaReport = field(default_factory=SchemaReport)
     stopped_early: bool = False
     resumed_writes: int = 0
+    segment_moves: Counter[str] = field(default_factory=Counter)
+    enrollments: EnrollmentSummary = field(default_factory=EnrollmentSummary)
     preview: PreviewSink | None = None
     refused: list[Refused] = field(default_factory=list)
 
@@ -70,9 +75,23 @@ class RunSummary:
         self.rejected = len(plan.refused)
         self.refused = plan.refused
         self.stage_moves = plan.stage_moves
+        self.segment_moves = plan.segment_moves
 
 
 ProgressCallback = Callable[[int, int], None]
+
+
+def funnel_recording(config: Config) -> FunnelRecording | None:
+    funnel = config.funnel
+    if funnel is None:
+        return None
+    return FunnelRecording(
+        stage_property=funnel.property,
+        entry_properties=entry_properties(funnel),
+        hello_world_property=HELLO_WORLD_PROPERTY,
+        working_app_property=WORKING_APP_PROPERTY,
+        enrollments={stage.value: stage.enroll for stage in funnel.stages if stage.enroll},
+    )
 
 
 class SyncEngine:
@@ -94,6 +113,7 @@ class SyncEngine:
         self.stop = stop or threading.Event()
         self.progress = progress
         self.now = now
+        self._funnel_recording = funnel_recording(config)
 
     def sync(self, *, dry_run: bool = False) -> RunSummary:
         started = time.monotonic()
@@ -131,10 +151,11 @@ class SyncEngine:
     def _calls(self) -> int:
         return self.crm.calls_made if self.crm else 0
 
-    def _plan(self, sink: JournalSink | PreviewSink) -> Plan:
+    def _plan(self, sink: JournalSink | PreviewSink, now: datetime) -> Plan:
         source_rows = self.source.read()
         check_columns(self.config, source_rows.columns, self.source.key)
-        plan = Planner(self.config, self.state, self.now(), sink).plan(source_rows.rows, self.source.key)
+        mapper = ContactMapper(self.config, source_rows.columns, now)
+        plan = Planner(self.config, self.state, now, sink, mapper).plan(source_rows.rows, self.source.key)
         sink.finish()
         for reason, count in source_rows.skipped.items():
             plan.skipped[reason] += count
@@ -143,7 +164,7 @@ class SyncEngine:
     def _preview(self) -> RunSummary:
         summary = RunSummary(None, dry_run=True)
         summary.preview = PreviewSink()
-        summary.add_plan(self._plan(summary.preview))
+        summary.add_plan(self._plan(summary.preview, self.now()))
         if self.crm is not None:
             summary.schema = self.crm.ensure_properties(property_specs(self.config), dry_run=True)
         return summary
@@ -151,11 +172,16 @@ class SyncEngine:
     def _run(self, run_id: int) -> RunSummary:
         summary = RunSummary(run_id, dry_run=False)
         summary.resumed_writes = self.state.recover(run_id)
-        summary.add_plan(self._plan(JournalSink(self.state, run_id, self.config.hubspot.batch_size)))
+        now = self.now()
+        segment_enrollments = {segment.name: segment.enroll for segment in self.config.segments}
+        sink = JournalSink(self.state, run_id, self.config.hubspot.batch_size, segment_enrollments, now)
+        summary.add_plan(self._plan(sink, now))
         assert self.crm is not None
         summary.schema = self.crm.ensure_properties(property_specs(self.config))
         self.state.record_results(run_id, [], summary.refused)
         self._write(run_id, summary)
+        if not self.stop.is_set():
+            summary.enrollments = EnrollmentRunner(self.crm, self.state, self.stop).run()
         summary.api_calls = self._calls()
         return summary
 
@@ -178,8 +204,7 @@ class SyncEngine:
         results = self.crm.write_contacts([ContactWrite(w.email, w.properties) for w in batch.writes])
         confirmed = [Confirmed(planned[r.email], r.record_id) for r in results if r.ok]
         refused = [Refused(r.email, r.reason, r.code) for r in results if not r.ok]
-        stage_property = self.config.funnel.property if self.config.funnel else None
-        self.state.record_results(run_id, confirmed, refused, stage_property=stage_property,
+        self.state.record_results(run_id, confirmed, refused, funnel=self._funnel_recording,
                                   operation_id=batch.operation_id)
         summary.written += len(confirmed)
         summary.rejected += len(refused)

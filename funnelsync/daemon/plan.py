@@ -17,9 +17,24 @@ from typing import Protocol
 from funnelsync.config import Config
 from funnelsync.connectors.source import Row
 from funnelsync.errors import ConfigError, ConfigProblem
-from funnelsync.mappings.contacts import DesiredContact, RejectedRow, map_row, normalize_email
-from funnelsync.mappings.funnel import decide_stage
-from funnelsync.state.store import KnownContact, PlannedWrite, Refused, StateStore, fingerprint
+from funnelsync.mappings.contacts import ContactMapper, DesiredContact, RejectedRow, normalize_email
+from funnelsync.mappings.funnel import (
+    HELLO_WORLD_PROPERTY,
+    WORKING_APP_PROPERTY,
+    decide_stage,
+    entry_property,
+    funnel_timing,
+)
+from funnelsync.mappings.values import epoch_ms, number_text
+from funnelsync.state.store import (
+    NOT_KNOWN,
+    KnownContact,
+    PlannedWrite,
+    Refused,
+    SegmentChange,
+    StateStore,
+    fingerprint,
+)
 
 SKIPPED_NO_EMAIL = "no email"
 SKIPPED_INVALID_EMAIL = "invalid email"
@@ -28,6 +43,7 @@ CHUNK = 2000
 
 class PlanSink(Protocol):
     def add_writes(self, writes: Sequence[PlannedWrite]) -> None: ...
+    def add_segment_changes(self, changes: Sequence[SegmentChange]) -> None: ...
     def add_unsent(self, changes: dict[str, tuple[str, datetime | None]]) -> None: ...
     def drop_writes(self, emails: set[str]) -> list[PlannedWrite]: ...
 
@@ -36,6 +52,7 @@ class PlanSink(Protocol):
 class Plan:
     refused: list[Refused] = field(default_factory=list)
     stage_moves: Counter[str] = field(default_factory=Counter)
+    segment_moves: Counter[str] = field(default_factory=Counter)  # "entered x" / "left x"
     rows_read: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     unchanged: int = 0
@@ -63,11 +80,13 @@ def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
 
 
 class Planner:
-    def __init__(self, config: Config, state: StateStore, now: datetime, sink: PlanSink) -> None:
+    def __init__(self, config: Config, state: StateStore, now: datetime, sink: PlanSink,
+                 mapper: ContactMapper) -> None:
         self.config = config
         self.state = state
         self.now = now
         self.sink = sink
+        self.mapper = mapper
         self.stage_property = config.funnel.property if config.funnel else None
 
     def plan(self, rows: Iterable[Row], key: str) -> Plan:
@@ -96,7 +115,7 @@ class Planner:
                 desired.pop(email, None)
                 continue
             seen.add(email)
-            mapped = map_row(row, email, self.config)
+            mapped = self.mapper.map(row, email)
             if isinstance(mapped, RejectedRow):
                 plan.refused.append(Refused(email, mapped.reason, mapped.code))
             else:
@@ -107,8 +126,10 @@ class Planner:
         known = self.state.known_contacts(desired)
         changed: dict[str, tuple[dict[str, str], str, datetime | None]] = {}
         unsent: dict[str, tuple[str, datetime | None]] = {}
+        segment_changes: list[SegmentChange] = []
         for email, contact in desired.items():
             held = known.get(email)
+            segment_changes += self._segment_changes(plan, contact, held or NOT_KNOWN)
             full, below_since = self._full_properties(contact, held)
             target = fingerprint(full)
             if held is not None and held.fingerprint == target:
@@ -131,17 +152,40 @@ class Planner:
                 plan.stage_moves[delta[self.stage_property]] += 1
         plan.to_write += len(writes)
         self.sink.add_writes(writes)
+        if segment_changes:
+            self.sink.add_segment_changes(segment_changes)
         if unsent:
             self.sink.add_unsent(unsent)
 
+    @staticmethod
+    def _segment_changes(plan: Plan, contact: DesiredContact, held: KnownContact) -> list[SegmentChange]:
+        entered = contact.segments - held.segments
+        left = held.segments - contact.segments
+        for name in entered:
+            plan.segment_moves[f"entered {name}"] += 1
+        for name in left:
+            plan.segment_moves[f"left {name}"] += 1
+        return ([SegmentChange(contact.email, name, True) for name in sorted(entered)]
+                + [SegmentChange(contact.email, name, False) for name in sorted(left)])
+
     def _full_properties(self, contact: DesiredContact, known: KnownContact | None) -> tuple[dict[str, str], datetime | None]:
+        """Every property the contact should hold: the mapped ones, the stage (by the stage
+        policy), when it first entered each stage, and the funnel's timing."""
         full = dict(contact.properties)
         funnel = self.config.funnel
         if funnel is None or contact.stage is None:
             return full, None
-        decision = decide_stage(funnel, contact.stage, known.stage if known else None,
-                                known.below_since if known else None, self.now)
+        held = known or NOT_KNOWN
+        decision = decide_stage(funnel, contact.stage, held.stage, held.below_since, self.now)
         full[funnel.property] = decision.stage
+        entries = dict(held.entries)
+        entries.setdefault(decision.stage, self.now)
+        for stage, entered_at in entries.items():
+            full[entry_property(funnel, stage)] = epoch_ms(entered_at)
+        if funnel.signup_column and len(funnel.stages) > 1:
+            timing = funnel_timing(funnel, entries, contact.signup_at)
+            full[HELLO_WORLD_PROPERTY] = number_text(timing.hello_world_days)
+            full[WORKING_APP_PROPERTY] = number_text(timing.working_app_days)
         return full, decision.below_since
 
     @staticmethod

@@ -22,6 +22,16 @@ def summary_text(summary: RunSummary, *, title: str = "sync") -> str:
     if summary.stage_moves:
         moves = ", ".join(f"{stage} {count}" for stage, count in sorted(summary.stage_moves.items()))
         lines.append(f"  stage entries: {moves}")
+    if summary.segment_moves:
+        moves = ", ".join(f"{move} {count}" for move, count in sorted(summary.segment_moves.items()))
+        lines.append(f"  segments: {moves}")
+    enrollments = summary.enrollments
+    if enrollments.done or enrollments.failed or enrollments.already_enrolled:
+        done = ", ".join(f"{kind.replace('_', ' ')} {count}" for kind, count in sorted(enrollments.done.items()))
+        lines.append(f"  enrollments made: {done or 'none'}; failed (retried next run): {enrollments.failed}"
+                     + (f"; found already made: {enrollments.already_enrolled}" if enrollments.already_enrolled else ""))
+        for target, reason in enrollments.problems.items():
+            lines.append(f"    {target}: {reason}")
     schema = summary.schema
     if schema.created:
         lines.append(f"  properties {'to create' if summary.dry_run else 'created'}: {', '.join(schema.created)}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from funnelsync.state.store import PlannedWrite, StateStore
+from funnelsync.config import Enroll
+from funnelsync.state.store import PlannedWrite, SegmentChange, StateStore
 
 PREVIEW_LIMIT = 200
 
@@ -13,10 +14,13 @@ PREVIEW_LIMIT = 200
 class JournalSink:
     """Journals planned writes in batches of the CRM's batch size as the plan finds them."""
 
-    def __init__(self, state: StateStore, run_id: int, batch_size: int) -> None:
+    def __init__(self, state: StateStore, run_id: int, batch_size: int,
+                 segment_enrollments: Mapping[str, Enroll | None], now: datetime) -> None:
         self.state = state
         self.run_id = run_id
         self.batch_size = batch_size
+        self.segment_enrollments = segment_enrollments
+        self.now = now
         self._pending: list[PlannedWrite] = []
         self._next_batch = 0
 
@@ -29,6 +33,9 @@ class JournalSink:
 
     def add_unsent(self, changes: dict[str, tuple[str, datetime | None]]) -> None:
         self.state.record_unsent(changes)
+
+    def add_segment_changes(self, changes: Sequence[SegmentChange]) -> None:
+        self.state.record_segment_changes(self.run_id, changes, self.segment_enrollments, self.now)
 
     def drop_writes(self, emails: set[str]) -> list[PlannedWrite]:
         dropped = [w for w in self._pending if w.email in emails]
@@ -62,6 +69,9 @@ class PreviewSink:
 
     def add_unsent(self, changes: dict[str, tuple[str, datetime | None]]) -> None:
         self.unsent += len(changes)
+
+    def add_segment_changes(self, changes: Sequence[SegmentChange]) -> None:
+        pass  # counted by the plan
 
     def drop_writes(self, emails: set[str]) -> list[PlannedWrite]:
         self.writes = [w for w in self.writes if w.email not in emails]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from funnelsync.config import Config, PropertyMapping
 from funnelsync.mappings.funnel import stage_for
-from funnelsync.mappings.values import ValueProblem, to_hubspot, to_number
+from funnelsync.mappings.segments import compile_segments, segment_properties, segments_of
+from funnelsync.mappings.values import ValueProblem, parse_timestamp, to_hubspot, to_number
 
 # What HubSpot accepts as an email, close enough to refuse before sending what it would refuse.
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
@@ -30,6 +32,8 @@ class DesiredContact:
     email: str
     properties: dict[str, str]
     stage: str | None = None  # the stage the metric says, before the stage policy
+    segments: frozenset[str] = frozenset()
+    signup_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -47,20 +51,42 @@ def _property_value(row: Mapping[str, Any], prop: PropertyMapping) -> str:
         raise ValueProblem(f"column {prop.column!r} -> property {prop.name!r}: {problem}") from None
 
 
-def map_row(row: Mapping[str, Any], email: str, config: Config) -> DesiredContact | RejectedRow:
-    properties: dict[str, str] = {}
-    problems: list[str] = []
-    for prop in config.properties:
+class ContactMapper:
+    """Maps one run's rows: the config's properties, the measured stage, the segments."""
+
+    def __init__(self, config: Config, columns: Collection[str], now: datetime) -> None:
+        self.config = config
+        self.now = now
+        self.segments = compile_segments(config, columns)
+
+    def map(self, row: Mapping[str, Any], email: str) -> DesiredContact | RejectedRow:
+        properties: dict[str, str] = {}
+        problems: list[str] = []
+        for prop in self.config.properties:
+            try:
+                properties[prop.name] = _property_value(row, prop)
+            except ValueProblem as problem:
+                problems.append(str(problem))
+        stage, signup = None, None
+        funnel = self.config.funnel
+        if funnel:
+            try:
+                stage = stage_for(to_number(row.get(funnel.metric)), funnel)
+            except ValueProblem as problem:
+                problems.append(f"funnel metric column {funnel.metric!r}: {problem}")
+            signup = self._signup(row, problems)
+        if problems:
+            return RejectedRow(email, "; ".join(problems), properties=properties)
+        members = segments_of(row, self.segments, self.now)
+        properties.update(segment_properties(self.segments, members))
+        return DesiredContact(email, properties, stage, members, signup)
+
+    def _signup(self, row: Mapping[str, Any], problems: list[str]) -> datetime | None:
+        column = self.config.funnel.signup_column if self.config.funnel else None
+        if not column or row.get(column) in (None, ""):
+            return None
         try:
-            properties[prop.name] = _property_value(row, prop)
+            return parse_timestamp(row[column])
         except ValueProblem as problem:
-            problems.append(str(problem))
-    stage = None
-    if config.funnel:
-        try:
-            stage = stage_for(to_number(row.get(config.funnel.metric)), config.funnel)
-        except ValueProblem as problem:
-            problems.append(f"funnel metric column {config.funnel.metric!r}: {problem}")
-    if problems:
-        return RejectedRow(email, "; ".join(problems), properties=properties)
-    return DesiredContact(email, properties, stage)
+            problems.append(f"funnel signup column {column!r}: {problem}")
+            return None

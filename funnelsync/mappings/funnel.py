@@ -7,6 +7,7 @@ consecutive days below its stage's bound, so a contact at the threshold does not
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -54,3 +55,42 @@ def decide_stage(
     if now - since >= timedelta(days=funnel.demote_after_days):
         return StageDecision(measured, None)
     return StageDecision(held, since)
+
+
+HELLO_WORLD_PROPERTY = "time_to_first_hello_world_days"
+WORKING_APP_PROPERTY = "time_to_first_working_app_days"
+_DAY_SECONDS = 86_400
+
+
+def entry_property(funnel: Funnel, stage: str) -> str:
+    """The datetime property that holds when a contact first entered a stage."""
+    slug = re.sub(r"[^a-z0-9]+", "_", stage.lower()).strip("_") or "stage"
+    return f"{funnel.property}_{slug}_entered_at"[:100]
+
+
+def entry_properties(funnel: Funnel) -> dict[str, str]:
+    return {stage.value: entry_property(funnel, stage.value) for stage in funnel.stages}
+
+
+@dataclass(frozen=True)
+class FunnelTiming:
+    """Days from signup to the first API call (hello world) and to production (working app)."""
+
+    hello_world_days: Decimal | None
+    working_app_days: Decimal | None
+
+
+def _days(start: datetime, end: datetime) -> Decimal:
+    days = Decimal(max((end - start).total_seconds(), 0) / _DAY_SECONDS)
+    return days.quantize(Decimal("0.1"))
+
+
+def funnel_timing(funnel: Funnel, entries: dict[str, datetime], signup: datetime | None) -> FunnelTiming:
+    if signup is None or len(funnel.stages) < 2:
+        return FunnelTiming(None, None)
+    integrated = [entries[s.value] for s in funnel.stages[1:] if s.value in entries]
+    production = entries.get(funnel.stages[-1].value)
+    return FunnelTiming(
+        _days(signup, min(integrated)) if integrated else None,
+        _days(signup, production) if production else None,
+    )

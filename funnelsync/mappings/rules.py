@@ -373,3 +373,14 @@ def _parse_problem(report: str, expression: str) -> tuple[str, str]:
         what = f"{found.group(1)!r} is a reserved word"
     where = f"at position {column}" if line == 1 else f"at line {line}, position {column}"
     return f"does not parse: {what} {where}", hint
+
+
+def columns_read(expression: str) -> frozenset[str]:
+    """The columns a rule reads, before the source's columns are known; raises RuleError
+    when it does not parse. (`compile_rule` does the full check at run start.)"""
+    try:
+        program = cel.compile(expression)
+    except Exception as exc:
+        problem, hint = _parse_problem(str(exc), expression)
+        raise RuleError(problem, expression, hint) from None
+    return frozenset(set(program.variables()) - _comprehension_variables(list(_tokens(expression))) - {NOW})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from funnelsync.config import Config
+from funnelsync.mappings.funnel import HELLO_WORLD_PROPERTY, WORKING_APP_PROPERTY, entry_property
 
 # funnelsync type -> (HubSpot type, fieldType)
 HUBSPOT_TYPES: dict[str, tuple[str, str]] = {
@@ -58,4 +59,19 @@ def property_specs(config: Config) -> list[PropertySpec]:
                          stages, "The contact's stage in the API integration funnel, set by funnelsync.",
                          "funnel")
         )
+        for stage in config.funnel.stages:
+            specs.append(PropertySpec(entry_property(config.funnel, stage.value), f"Entered: {stage.label}",
+                                      "datetime", "date", (), "When the contact first entered this stage.",
+                                      "funnel.stages"))
+        if config.funnel.signup_column and len(config.funnel.stages) > 1:
+            specs += [
+                PropertySpec(HELLO_WORLD_PROPERTY, "Time to first hello world (days)", "number", "number", (),
+                             "Days from signup to the first API call.", "funnel.signup_column"),
+                PropertySpec(WORKING_APP_PROPERTY, "Time to first working app (days)", "number", "number", (),
+                             "Days from signup to production traffic.", "funnel.signup_column"),
+            ]
+    for i, segment in enumerate(config.segments):
+        if segment.property:
+            specs.append(PropertySpec(segment.property, segment.label, "bool", "booleancheckbox",
+                                      _options_for_bool(), f"In the segment: {segment.when}", f"segments[{i}]"))
     return specs

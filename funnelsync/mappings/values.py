@@ -39,13 +39,16 @@ def to_number(value: Any) -> Decimal | None:
     return number
 
 
-def _number(value: Any) -> str:
-    number = to_number(value)
+def number_text(number: Decimal | None) -> str:
     if number is None:
         return CLEARED
     if number == number.to_integral_value():
         return str(int(number))
     return format(number.normalize(), "f")
+
+
+def _number(value: Any) -> str:
+    return number_text(to_number(value))
 
 
 def _string(value: Any) -> str:
@@ -87,7 +90,7 @@ def parse_timestamp(value: Any) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _epoch_ms(moment: datetime) -> str:
+def epoch_ms(moment: datetime) -> str:
     return str(math.floor(moment.timestamp() * 1000))
 
 
@@ -95,13 +98,13 @@ def _date(value: Any) -> str:
     if value is None or value == "":
         return CLEARED
     day = parse_timestamp(value).date()
-    return _epoch_ms(datetime.combine(day, time.min, tzinfo=UTC))
+    return epoch_ms(datetime.combine(day, time.min, tzinfo=UTC))
 
 
 def _datetime(value: Any) -> str:
     if value is None or value == "":
         return CLEARED
-    return _epoch_ms(parse_timestamp(value))
+    return epoch_ms(parse_timestamp(value))
 
 
 def _enumeration(value: Any, options: list[str]) -> str:

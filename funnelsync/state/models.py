@@ -27,6 +27,8 @@ class Contact(SQLModel, table=True):
     stage_entered_at: datetime | None = None
     below_since: datetime | None = None  # first run that measured the contact below its stage
     written_at: datetime
+    hello_world_days: float | None = None  # signup to first API call
+    working_app_days: float | None = None  # signup to production
 
 
 class StageChange(SQLModel, table=True):
@@ -90,3 +92,21 @@ class Operation(SQLModel, table=True):
     last_error: str = ""
     created_at: datetime
     updated_at: datetime
+
+
+class StageEntry(SQLModel, table=True):
+    """When a contact first entered each stage: the funnel's timing properties come from here."""
+
+    __tablename__ = "stage_entries"
+    email: str = Field(primary_key=True)
+    stage: str = Field(primary_key=True)
+    first_entered_at: datetime
+
+
+class SegmentMember(SQLModel, table=True):
+    """A contact currently in a segment, since when (each entry is a new enrollment)."""
+
+    __tablename__ = "segment_members"
+    email: str = Field(primary_key=True)
+    segment: str = Field(primary_key=True, index=True)
+    entered_at: datetime

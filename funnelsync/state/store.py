@@ -6,13 +6,22 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, col, delete, func, select, update
 
+from funnelsync.config import Enroll
 from funnelsync.state.database import StateLock, create_engine, migrate, where
-from funnelsync.state.models import Contact, Operation, Reject, Run, StageChange
+from funnelsync.state.models import (
+    Contact,
+    Operation,
+    Reject,
+    Run,
+    SegmentMember,
+    StageChange,
+    StageEntry,
+)
 
 _CHUNK = 500
 
@@ -36,6 +45,29 @@ class KnownContact:
     fingerprint: str
     stage: str | None
     below_since: datetime | None
+    entries: Mapping[str, datetime] = field(default_factory=dict)  # stage -> first entered
+    segments: frozenset[str] = frozenset()
+
+
+NOT_KNOWN = KnownContact("", None, None)
+
+
+@dataclass(frozen=True)
+class FunnelRecording:
+    """What the state needs to know of the funnel to record a confirmed stage change."""
+
+    stage_property: str
+    entry_properties: Mapping[str, str]  # stage -> datetime property of its first entry
+    hello_world_property: str
+    working_app_property: str
+    enrollments: Mapping[str, Enroll]  # stage -> where entering it puts a contact
+
+
+@dataclass(frozen=True)
+class SegmentChange:
+    email: str
+    segment: str
+    entered: bool  # False: left
 
 
 @dataclass(frozen=True)
@@ -116,13 +148,35 @@ class StateStore:
     # -- reading -----------------------------------------------------------------------------
 
     def known_contacts(self, emails: Iterable[str]) -> dict[str, KnownContact]:
+        """What the state holds of these contacts (those it has written or put in a segment)."""
         wanted = list(emails)
         found: dict[str, KnownContact] = {}
         with Session(self.engine) as session:
             for chunk in _chunks(wanted):
+                entries: dict[str, dict[str, datetime]] = {}
+                for email, stage, at in session.exec(select(StageEntry.email, StageEntry.stage, StageEntry.first_entered_at)
+                                                     .where(col(StageEntry.email).in_(chunk))):
+                    entries.setdefault(email, {})[stage] = at
+                segments: dict[str, set[str]] = {}
+                for email, segment in session.exec(select(SegmentMember.email, SegmentMember.segment)
+                                                   .where(col(SegmentMember.email).in_(chunk))):
+                    segments.setdefault(email, set()).add(segment)
                 query = select(Contact.email, Contact.fingerprint, Contact.stage, Contact.below_since).where(
                     col(Contact.email).in_(chunk))
-                found.update({email: KnownContact(fp, stage, below) for email, fp, stage, below in session.exec(query)})
+                for email, fp, stage, below in session.exec(query):
+                    found[email] = KnownContact(fp, stage, below, entries.get(email, {}),
+                                                frozenset(segments.pop(email, ())))
+                for email, names in segments.items():  # in a segment, never written
+                    found[email] = KnownContact("", None, None, {}, frozenset(names))
+        return found
+
+    def record_ids(self, emails: Iterable[str]) -> dict[str, str]:
+        wanted = list(emails)
+        found: dict[str, str] = {}
+        with Session(self.engine) as session:
+            for chunk in _chunks(wanted):
+                query = select(Contact.email, Contact.record_id).where(col(Contact.email).in_(chunk))
+                found.update({email: rid for email, rid in session.exec(query) if rid})
         return found
 
     def written_properties(self, emails: Iterable[str]) -> dict[str, dict[str, str]]:
@@ -249,7 +303,7 @@ class StateStore:
     # -- recording results -------------------------------------------------------------------
 
     def record_results(self, run_id: int, confirmed: Iterable[Confirmed], refused: Iterable[Refused],
-                       *, stage_property: str | None = None, operation_id: int | None = None) -> None:
+                       *, funnel: FunnelRecording | None = None, operation_id: int | None = None) -> None:
         """One batch's outcome, in one transaction: the confirmed values, the rejected records,
         and the journal operation marked done."""
         now = utcnow()
@@ -261,7 +315,7 @@ class StateStore:
             for chunk in _chunks(emails):
                 existing.update({c.email: c for c in session.exec(select(Contact).where(col(Contact.email).in_(chunk)))})
             for result in confirmed:
-                self._merge_confirmed(session, existing.get(result.write.email), result, stage_property, run_id, now)
+                self._merge_confirmed(session, existing.get(result.write.email), result, funnel, run_id, now)
             for chunk in _chunks(emails):
                 session.exec(delete(Reject).where(col(Reject.email).in_(chunk)))
             for refusal in refused:
@@ -271,9 +325,9 @@ class StateStore:
                              .values(status="done", updated_at=now, attempts=Operation.attempts + 1))
             session.commit()
 
-    @staticmethod
-    def _merge_confirmed(session: Session, contact: Contact | None, result: Confirmed,
-                         stage_property: str | None, run_id: int, now: datetime) -> None:
+    @classmethod
+    def _merge_confirmed(cls, session: Session, contact: Contact | None, result: Confirmed,
+                         funnel: FunnelRecording | None, run_id: int, now: datetime) -> None:
         write = result.write
         held = json.loads(contact.properties) if contact else {}
         held.update(write.properties)
@@ -285,14 +339,26 @@ class StateStore:
         contact.record_id = result.record_id or contact.record_id
         contact.written_at = now
         contact.below_since = write.below_since
-        if stage_property and stage_property in write.properties:
-            new_stage = write.properties[stage_property]
-            if new_stage != contact.stage:
-                session.add(StageChange(email=write.email, from_stage=contact.stage, to_stage=new_stage,
-                                        changed_at=now, run_id=run_id))
-                contact.stage = new_stage
-                contact.stage_entered_at = now
         session.add(contact)
+        if funnel is None:
+            return
+        contact.hello_world_days = _days(held, funnel.hello_world_property, contact.hello_world_days)
+        contact.working_app_days = _days(held, funnel.working_app_property, contact.working_app_days)
+        new_stage = write.properties.get(funnel.stage_property)
+        if new_stage is None or new_stage == contact.stage:
+            return
+        entered_at = _entry_time(write.properties.get(funnel.entry_properties.get(new_stage, "")), now)
+        change = StageChange(email=write.email, from_stage=contact.stage, to_stage=new_stage,
+                             changed_at=entered_at, run_id=run_id)
+        session.add(change)
+        session.flush()
+        if session.get(StageEntry, (write.email, new_stage)) is None:
+            session.add(StageEntry(email=write.email, stage=new_stage, first_entered_at=entered_at))
+        cls._plan_enrollments(session, run_id, write.email, f"stage-entry:{change.id}",
+                              f"stage {new_stage}", funnel.enrollments.get(new_stage),
+                              funnel.enrollments.get(contact.stage or ""), now)
+        contact.stage = new_stage
+        contact.stage_entered_at = entered_at
 
     @staticmethod
     def _record_refusal(session: Session, refusal: Refused, run_id: int, now: datetime) -> None:
@@ -308,6 +374,74 @@ class StateStore:
         reject.run_id = run_id
         reject.attempts += 1
         session.add(reject)
+
+    @staticmethod
+    def _plan_enrollments(session: Session, run_id: int, email: str, entry: str, reason: str,
+                          entering: Enroll | None, leaving: Enroll | None, now: datetime) -> None:
+        """Journal the enrollments an entry (a stage or a segment) makes, and the list it leaves."""
+        planned: list[tuple[str, str, dict[str, str]]] = []
+        if entering is not None:
+            if entering.workflow_id is not None:
+                planned.append(("enroll_workflow", str(entering.workflow_id), {}))
+            if entering.list is not None:
+                planned.append(("list_add", entering.list, {}))
+            if entering.sequence is not None:
+                sequence = entering.sequence
+                planned.append(("enroll_sequence", str(sequence.id),
+                                {"sender_email": sequence.sender_email, "user_id": str(sequence.user_id)}))
+        if leaving is not None and leaving.list is not None and leaving.list != (entering.list if entering else None):
+            planned.append(("list_remove", leaving.list, {}))
+        for kind, target, extra in planned:
+            session.add(Operation(run_id=run_id, kind=kind, key=f"{kind}:{target}:{email}:{entry}", email=email,
+                                  target=target, payload=json.dumps({"for": reason, **extra}),
+                                  created_at=now, updated_at=now))
+
+    def record_segment_changes(self, run_id: int, changes: Sequence[SegmentChange],
+                               enrollments: Mapping[str, Enroll | None], now: datetime) -> None:
+        """Segment entries and exits with the enrollments they make, in one transaction."""
+        with Session(self.engine) as session:
+            for change in changes:
+                member = session.get(SegmentMember, (change.email, change.segment))
+                target = enrollments.get(change.segment)
+                if change.entered and member is None:
+                    session.add(SegmentMember(email=change.email, segment=change.segment, entered_at=now))
+                    self._plan_enrollments(session, run_id, change.email,
+                                           f"segment:{change.segment}:{now.isoformat()}",
+                                           f"segment {change.segment}", target, None, now)
+                elif not change.entered and member is not None:
+                    session.delete(member)
+                    self._plan_enrollments(session, run_id, change.email,
+                                           f"segment-exit:{change.segment}:{now.isoformat()}",
+                                           f"segment {change.segment}", None, target, now)
+            session.commit()
+
+    def pending_enrollments(self) -> list[Operation]:
+        """Enrollment operations not yet done, from this run and earlier ones, in the order planned."""
+        query = (select(Operation).where(col(Operation.kind) != "write",
+                                         col(Operation.status).in_(["planned", "started"]))
+                 .order_by(col(Operation.id)))
+        with Session(self.engine) as session:
+            return list(session.exec(query))
+
+    def mark_operations(self, ids: Sequence[int], status: str, error: str = "") -> None:
+        """`started` before the call, `done` after it; back to `planned` with the error when it
+        failed (it is tried again next run)."""
+        now = utcnow()
+        values: dict[str, object] = {"status": status, "updated_at": now}
+        if status == "started":
+            values["attempts"] = Operation.attempts + 1
+        if status in ("planned", "done"):
+            values["last_error"] = error[:2000]
+        with Session(self.engine) as session:
+            for chunk in _chunks(list(ids)):  # type: ignore[arg-type]
+                session.exec(update(Operation).where(col(Operation.id).in_(chunk)).values(**values))
+            session.commit()
+
+    def enrollment_counts(self) -> dict[str, int]:
+        query = select(Operation.kind, Operation.status, func.count()).where(col(Operation.kind) != "write").group_by(
+            Operation.kind, Operation.status)
+        with Session(self.engine) as session:
+            return {f"{kind} {status}": int(count) for kind, status, count in session.exec(query)}
 
     def record_unsent(self, changes: Mapping[str, tuple[str, datetime | None]]) -> None:
         """Contacts whose state moves with nothing to send: a new fingerprint (the config
@@ -356,3 +490,14 @@ class StateStore:
     def contact_count(self) -> int:
         with Session(self.engine) as session:
             return int(session.exec(select(func.count()).select_from(Contact)).one())
+
+
+def _days(held: Mapping[str, str], name: str, current: float | None) -> float | None:
+    value = held.get(name)
+    return float(value) if value not in (None, "") else current
+
+
+def _entry_time(epoch_ms: str | None, fallback: datetime) -> datetime:
+    if not epoch_ms:
+        return fallback
+    return datetime.fromtimestamp(int(epoch_ms) / 1000, UTC)

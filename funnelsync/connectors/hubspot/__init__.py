@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from funnelsync.config import HubSpotSettings
 from funnelsync.connectors.budget import RequestBudget
 from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport, WriteResult
+from funnelsync.connectors.hubspot.automation import Automation
 from funnelsync.connectors.hubspot.client import HubSpotApi
 from funnelsync.connectors.hubspot.contacts import ContactWriter
 from funnelsync.connectors.hubspot.schema import PropertyProvisioner
@@ -28,6 +29,7 @@ class HubSpotCrm(Crm):
                               rate_limit_wait=rate_limit_wait, sleep=sleep)
         self._provisioner = PropertyProvisioner(self.api)
         self._writer = ContactWriter(self.api)
+        self._automation = Automation(self.api, token)
 
     def ensure_properties(self, specs: Sequence[PropertySpec], *, dry_run: bool = False) -> SchemaReport:
         return self._provisioner.ensure(specs, dry_run=dry_run)
@@ -41,6 +43,30 @@ class HubSpotCrm(Crm):
         self._provisioner._existing_properties()
         contacts = self.api.client.crm.contacts.basic_api
         self.api.call("reading contacts", contacts.get_page_with_http_info, limit=1)
+
+    def find_or_create_list(self, name: str, *, create: bool = True) -> str | None:
+        return self._automation.find_or_create_list(name, create=create)
+
+    def change_list(self, list_id: str, record_ids: Sequence[str], *, add: bool) -> None:
+        self._automation.change_list(list_id, record_ids, add=add)
+
+    def check_workflow(self, workflow_id: int) -> None:
+        self._automation.check_workflow(workflow_id)
+
+    def enroll_in_workflow(self, workflow_id: int, email: str) -> None:
+        self._automation.enroll_in_workflow(workflow_id, email)
+
+    def workflows_of(self, record_id: str) -> set[int]:
+        return self._automation.workflows_of(record_id)
+
+    def check_sequence(self, sequence_id: str, user_id: str) -> None:
+        self._automation.check_sequence(sequence_id, user_id)
+
+    def enroll_in_sequence(self, sequence_id: str, record_id: str, sender_email: str, user_id: str) -> None:
+        self._automation.enroll_in_sequence(sequence_id, record_id, sender_email, user_id)
+
+    def sequence_of(self, record_id: str) -> str | None:
+        return self._automation.sequence_of(record_id)
 
     @property
     def calls_made(self) -> int:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import hubspot
+import requests
 import structlog
 import urllib3
 from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
@@ -65,7 +66,9 @@ class HubSpotApi:
         allow: Collection[int] = (),
         **kwargs: Any,
     ) -> tuple[Any, int]:
-        """Send one request (a generated `*_with_http_info` method) and return (data, status).
+        """Send one request and return (data, status). `send` is a generated
+        `*_with_http_info` method (raises on HTTP errors) or a function that answers
+        (body, status, headers) whatever the status.
 
         Statuses in `allow` come back instead of raising (e.g. 404 for "not there yet").
         """
@@ -77,17 +80,11 @@ class HubSpotApi:
                 data, status, headers = send(*args, _request_timeout=self.settings.timeout_seconds, **kwargs)
             except API_EXCEPTIONS as exc:
                 answer = HubSpotAnswer(int(exc.status or 0), parse_body(exc.body), dict(exc.headers or {}))
-                self._observe(answer.headers)
-                if answer.status in allow:
-                    return None, answer.status
-                error = classify(answer, self.settings.token_env)
-                if isinstance(error, RateLimited):
-                    error.retry_after = error.retry_after or self.rate_limit_wait
-                    self.budget.pause(error.retry_after)
-                    self.rate_limited += 1
-                raise error from None
-            except urllib3.exceptions.HTTPError as exc:
+                return self._refused(answer, allow)
+            except (urllib3.exceptions.HTTPError, requests.ConnectionError, requests.Timeout) as exc:
                 raise RetriableError(f"no answer from HubSpot ({type(exc).__name__})") from None
+            if status >= 400:
+                return self._refused(HubSpotAnswer(status, data if isinstance(data, dict) else {}, headers), allow)
             self._observe(dict(headers or {}))
             return data, status
 
@@ -98,6 +95,17 @@ class HubSpotApi:
                 f"HubSpot at {self.settings.base_url} did not answer {what} after "
                 f"{self.retry_attempts} attempts: {exc}"
             ) from None
+
+    def _refused(self, answer: HubSpotAnswer, allow: Collection[int]) -> tuple[Any, int]:
+        self._observe(answer.headers)
+        if answer.status in allow:
+            return None, answer.status
+        error = classify(answer, self.settings.token_env)
+        if isinstance(error, RateLimited):
+            error.retry_after = error.retry_after or self.rate_limit_wait
+            self.budget.pause(error.retry_after)
+            self.rate_limited += 1
+        raise error from None
 
     def _observe(self, headers: Mapping[str, str]) -> None:
         self.budget.observe(

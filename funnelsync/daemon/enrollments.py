@@ -1,0 +1,179 @@
+"""Carrying out journaled enrollments: lists kept in step, workflows and sequences once per entry.
+
+Each enrollment is marked `started` in the state before the call and `done` after it. One left
+`started` by a crash has an unknown outcome: before it is tried again, HubSpot is asked whether
+the contact is already enrolled, so a crash never enrolls anyone twice. A failed enrollment goes
+back to `planned` with its reason and is tried again on the next run; contacts are written
+either way.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import groupby
+
+import structlog
+
+from funnelsync.config import Config, Enroll
+from funnelsync.connectors.crm import Crm
+from funnelsync.errors import DailyLimitReached, EnrollmentTargetError, FunnelsyncError
+from funnelsync.state.models import Operation
+from funnelsync.state.store import StateStore
+
+log = structlog.get_logger("funnelsync.enroll")
+LIST_KINDS = ("list_add", "list_remove")
+NOT_IN_HUBSPOT = "the contact is not in HubSpot yet (its write has not been confirmed)"
+
+
+@dataclass
+class EnrollmentSummary:
+    done: dict[str, int] = field(default_factory=dict)
+    failed: int = 0
+    already_enrolled: int = 0
+    problems: dict[str, str] = field(default_factory=dict)  # target -> reason
+
+    def count(self, kind: str, number: int = 1) -> None:
+        self.done[kind] = self.done.get(kind, 0) + number
+
+
+def enrollment_targets(config: Config) -> Iterator[tuple[str, Enroll]]:
+    """(who names it, enroll) for every stage and segment that enrolls."""
+    for i, stage in enumerate(config.funnel.stages if config.funnel else []):
+        if stage.enroll:
+            yield f"funnel.stages[{i}] ({stage.value})", stage.enroll
+    for i, segment in enumerate(config.segments):
+        if segment.enroll:
+            yield f"segments[{i}] ({segment.name})", segment.enroll
+
+
+def check_enrollment_targets(config: Config, crm: Crm, *, create_lists: bool) -> dict[str, str]:
+    """Problems with the workflows, lists and sequences the config names: `where: reason`."""
+    problems: dict[str, str] = {}
+    for where, enroll in enrollment_targets(config):
+        try:
+            if enroll.workflow_id is not None:
+                crm.check_workflow(enroll.workflow_id)
+            if enroll.sequence is not None:
+                crm.check_sequence(str(enroll.sequence.id), str(enroll.sequence.user_id))
+            if enroll.list is not None and crm.find_or_create_list(enroll.list, create=create_lists) is None:
+                log.info("list will be created on the first sync", list=enroll.list)
+        except (EnrollmentTargetError, FunnelsyncError) as error:
+            if isinstance(error, DailyLimitReached):
+                raise
+            problems[where] = str(error)
+    return problems
+
+
+def _target_key(operation: Operation) -> str:
+    kind = "list" if operation.kind in LIST_KINDS else operation.kind.removeprefix("enroll_")
+    return f"{kind} {operation.target}"
+
+
+class EnrollmentRunner:
+    def __init__(self, crm: Crm, state: StateStore, stop: threading.Event) -> None:
+        self.crm = crm
+        self.state = state
+        self.stop = stop
+        self.summary = EnrollmentSummary()
+        self._list_ids: dict[str, str] = {}
+        self._record_ids: dict[str, str] = {}
+
+    def run(self) -> EnrollmentSummary:
+        operations = self.state.pending_enrollments()
+        if not operations:
+            return self.summary
+        self._record_ids = self.state.record_ids({op.email for op in operations if op.email})
+        for (kind, _target), group in groupby(operations, key=lambda op: (op.kind, op.target)):
+            if self.stop.is_set():
+                break
+            if kind in LIST_KINDS:
+                self._change_list(list(group))
+            else:
+                for operation in group:
+                    self._enroll(operation)
+        if self.summary.problems:
+            log.warning("enrollment targets failing", **self.summary.problems)
+        return self.summary
+
+    def _fail(self, operations: list[Operation], reason: str) -> None:
+        self.state.mark_operations([op.id for op in operations if op.id is not None], "planned", reason)
+        self.summary.failed += len(operations)
+
+    def _change_list(self, operations: list[Operation]) -> None:
+        key = _target_key(operations[0])
+        if key in self.summary.problems:
+            self._fail(operations, self.summary.problems[key])
+            return
+        known = [op for op in operations if op.email in self._record_ids]
+        if len(known) < len(operations):
+            self._fail([op for op in operations if op.email not in self._record_ids], NOT_IN_HUBSPOT)
+        if not known:
+            return
+        ids = [op.id for op in known if op.id is not None]
+        try:
+            list_id = self._list_id(str(operations[0].target))
+            self.state.mark_operations(ids, "started")
+            self.crm.change_list(list_id, [self._record_ids[str(op.email)] for op in known],
+                                 add=operations[0].kind == "list_add")
+        except DailyLimitReached:
+            raise
+        except FunnelsyncError as error:
+            self._failed_target(key, known, error)
+            return
+        self.state.mark_operations(ids, "done")
+        self.summary.count(operations[0].kind, len(known))
+
+    def _list_id(self, name: str) -> str:
+        if name not in self._list_ids:
+            found = self.crm.find_or_create_list(name)
+            assert found is not None
+            self._list_ids[name] = found
+        return self._list_ids[name]
+
+    def _enroll(self, operation: Operation) -> None:
+        key = _target_key(operation)
+        if key in self.summary.problems:
+            self._fail([operation], self.summary.problems[key])
+            return
+        record_id = self._record_ids.get(str(operation.email))
+        if operation.kind == "enroll_sequence" and record_id is None:
+            self._fail([operation], NOT_IN_HUBSPOT)
+            return
+        assert operation.id is not None
+        try:
+            if operation.status == "started" and self._already_enrolled(operation, record_id):
+                self.state.mark_operations([operation.id], "done", "found enrolled after an interrupted run")
+                self.summary.already_enrolled += 1
+                return
+            self.state.mark_operations([operation.id], "started")
+            self._call(operation, record_id)
+        except DailyLimitReached:
+            raise
+        except FunnelsyncError as error:
+            self._failed_target(key, [operation], error)
+            return
+        self.state.mark_operations([operation.id], "done")
+        self.summary.count(operation.kind)
+
+    def _failed_target(self, key: str, operations: list[Operation], error: FunnelsyncError) -> None:
+        if isinstance(error, EnrollmentTargetError):
+            self.summary.problems[key] = str(error)
+        self._fail(operations, str(error))
+
+    def _already_enrolled(self, operation: Operation, record_id: str | None) -> bool:
+        if record_id is None:
+            return False
+        if operation.kind == "enroll_workflow":
+            return int(str(operation.target)) in self.crm.workflows_of(record_id)
+        return self.crm.sequence_of(record_id) == str(operation.target)
+
+    def _call(self, operation: Operation, record_id: str | None) -> None:
+        if operation.kind == "enroll_workflow":
+            self.crm.enroll_in_workflow(int(str(operation.target)), str(operation.email))
+            return
+        payload = json.loads(operation.payload)
+        assert record_id is not None
+        self.crm.enroll_in_sequence(str(operation.target), record_id, payload["sender_email"], payload["user_id"])
