@@ -1,0 +1,242 @@
+"""Stages, segments and enrollment over real HTTP: each entry enrolls once, never twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from funnelsync.config import Config, parse_config
+from funnelsync.connectors.hubspot import HubSpotCrm
+from funnelsync.connectors.sandbox import SandboxServer
+from funnelsync.connectors.sql import SqlUsageSource
+from funnelsync.daemon.engine import RunSummary, SyncEngine
+from funnelsync.state import StateStore
+from tests.conftest import TOKEN, Analytics, config_data
+
+WORKFLOW = 1234567
+SEQUENCE = "5550001"
+USER = "7701"
+PRODUCTION_LIST = "API funnel: production"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 1, 12, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def enrolling_config(analytics: Analytics, sandbox: SandboxServer, tmp_path: Path, **funnel: Any) -> Config:
+    data = config_data(analytics, sandbox.url, tmp_path / "state.db")
+    stages = data["funnel"]["stages"]
+    stages[0]["enroll"] = {"sequence": {"id": SEQUENCE, "sender_email": "devrel@example.com", "user_id": USER}}
+    stages[1]["enroll"] = {"workflow_id": WORKFLOW}
+    stages[2]["enroll"] = {"list": PRODUCTION_LIST}
+    data["funnel"].update(funnel)
+    data["segments"] = [{"name": "quiet_engineers", "label": "Engineers with no calls",
+                         "when": "role == 'Engineering' && used_event_count == 0",
+                         "enroll": {"list": "Onboarding: no API calls yet"}, "property": "in_quiet_engineers"}]
+    sandbox.add_workflow(WORKFLOW, "Sandbox nurture")
+    sandbox.add_sequence(SEQUENCE, USER, "Getting started")
+    return parse_config(data)
+
+
+def sync(config: Config, clock: Clock | None = None, crm: HubSpotCrm | None = None) -> RunSummary:
+    state = StateStore(config.state.url)
+    try:
+        engine = SyncEngine(config, SqlUsageSource(config.source), crm or HubSpotCrm(config.hubspot, TOKEN),
+                            state, now=clock or (lambda: datetime.now(UTC)))
+        return engine.sync()
+    finally:
+        state.close()
+
+
+def workflow_enrollments(sandbox: SandboxServer) -> Counter[str]:
+    return Counter(email for _, email, _ in sandbox.store.workflow_enrollments())
+
+
+def sequence_enrollments(sandbox: SandboxServer) -> Counter[str]:
+    emails = {c["id"]: email for email, c in sandbox.store.contacts_by_email().items()}
+    return Counter(emails[str(e["contactId"])] for e in sandbox.store.sequence_enrollments())
+
+
+def members(sandbox: SandboxServer, name: str) -> set[str]:
+    emails = {c["id"]: email for email, c in sandbox.store.contacts_by_email().items()}
+    lists = sandbox.store.lists()
+    return {emails[rid] for rid in lists[name]["members"]} if name in lists else set()
+
+
+@pytest.fixture
+def config(analytics: Analytics, sandbox: SandboxServer, tmp_path: Path) -> Config:
+    return enrolling_config(analytics, sandbox, tmp_path)
+
+
+def test_each_kind_of_enrollment_fires_once_on_entry_and_not_on_the_next_run(
+    config: Config, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    analytics.add("top@example.com", calls=0, role="Sales")
+    analytics.add("middle@example.com", calls=10)
+    analytics.add("bottom@example.com", calls=5000)
+    first = sync(config)
+    assert first.enrollments.done == {"enroll_sequence": 1, "enroll_workflow": 1, "list_add": 1}
+    second = sync(config)
+    assert second.enrollments.done == {}
+    assert sequence_enrollments(sandbox) == {"top@example.com": 1}
+    assert workflow_enrollments(sandbox) == {"middle@example.com": 1}
+    assert members(sandbox, PRODUCTION_LIST) == {"bottom@example.com"}
+
+
+def test_moving_forward_enrolls_in_each_stage_once(
+    config: Config, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    analytics.add("ada@example.com", calls=0, role="Sales")
+    sync(config)
+    analytics.set_calls("ada@example.com", 50)
+    sync(config)
+    sync(config)
+    analytics.set_calls("ada@example.com", 9000)
+    sync(config)
+    sync(config)
+    assert sequence_enrollments(sandbox) == {"ada@example.com": 1}
+    assert workflow_enrollments(sandbox) == {"ada@example.com": 1}
+    assert members(sandbox, PRODUCTION_LIST) == {"ada@example.com"}
+    props = sandbox.store.contacts_by_email()["ada@example.com"]["properties"]
+    assert props["api_integration_stage"] == "bottom"
+    assert props["api_integration_stage_top_entered_at"] < props["api_integration_stage_bottom_entered_at"]
+
+
+def test_without_demote_after_days_a_contact_never_moves_back(
+    config: Config, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    analytics.add("ada@example.com", calls=9000)
+    sync(config)
+    analytics.set_calls("ada@example.com", 0)
+    for _ in range(3):
+        sync(config)
+    assert sandbox.store.contacts_by_email()["ada@example.com"]["properties"]["api_integration_stage"] == "bottom"
+    assert members(sandbox, PRODUCTION_LIST) == {"ada@example.com"}
+
+
+def test_demotion_waits_the_days_leaves_the_list_and_a_new_entry_enrolls_again(
+    analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    config = enrolling_config(analytics, sandbox, tmp_path, demote_after_days=7)
+    clock = Clock()
+    analytics.add("ada@example.com", calls=10)
+    sync(config, clock)
+    analytics.set_calls("ada@example.com", 9000)
+    sync(config, clock)
+    assert members(sandbox, PRODUCTION_LIST) == {"ada@example.com"}
+    analytics.set_calls("ada@example.com", 10)  # back to sandbox traffic
+    entered = clock.now
+    for day in (1, 3, 7):  # first measured below on day 1
+        clock.now = entered + timedelta(days=day)
+        sync(config, clock)
+        assert sandbox.store.contacts_by_email()["ada@example.com"]["properties"]["api_integration_stage"] == "bottom"
+    clock.now = entered + timedelta(days=8)  # 7 days below the bound
+    demoted = sync(config, clock)
+    assert sandbox.store.contacts_by_email()["ada@example.com"]["properties"]["api_integration_stage"] == "middle"
+    assert demoted.enrollments.done == {"enroll_workflow": 1, "list_remove": 1}
+    assert members(sandbox, PRODUCTION_LIST) == set()
+    assert workflow_enrollments(sandbox) == {"ada@example.com": 2}  # re-entering middle is a new entry
+    analytics.set_calls("ada@example.com", 9000)
+    clock.now += timedelta(days=1)
+    sync(config, clock)
+    assert members(sandbox, PRODUCTION_LIST) == {"ada@example.com"}
+
+
+class CrashAfterEnrolling(HubSpotCrm):
+    """HubSpot enrolls the contact, then the process dies before the state records it."""
+
+    def enroll_in_workflow(self, workflow_id: int, email: str) -> None:
+        super().enroll_in_workflow(workflow_id, email)
+        raise KeyboardInterrupt("killed")
+
+
+def test_a_crash_between_the_enrollment_call_and_its_record_does_not_enroll_twice(
+    config: Config, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    analytics.add("ada@example.com", calls=10)
+    with pytest.raises(KeyboardInterrupt):
+        sync(config, crm=CrashAfterEnrolling(config.hubspot, TOKEN))
+    assert workflow_enrollments(sandbox) == {"ada@example.com": 1}
+    retry = sync(config)
+    assert retry.enrollments.already_enrolled == 1
+    assert workflow_enrollments(sandbox) == {"ada@example.com": 1}
+
+
+def test_segment_list_membership_follows_the_data_both_ways(
+    config: Config, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    analytics.add("ada@example.com", calls=0, role="Engineering")
+    analytics.add("bob@example.com", calls=0, role="Sales")
+    first = sync(config)
+    assert first.segment_moves == {"entered quiet_engineers": 1}
+    assert members(sandbox, "Onboarding: no API calls yet") == {"ada@example.com"}
+    contacts = sandbox.store.contacts_by_email()
+    assert contacts["ada@example.com"]["properties"]["in_quiet_engineers"] == "true"
+    assert contacts["bob@example.com"]["properties"]["in_quiet_engineers"] == "false"
+    analytics.set_calls("ada@example.com", 3)
+    second = sync(config)
+    assert second.segment_moves == {"left quiet_engineers": 1}
+    assert members(sandbox, "Onboarding: no API calls yet") == set()
+    assert sandbox.store.contacts_by_email()["ada@example.com"]["properties"]["in_quiet_engineers"] == "false"
+
+
+def test_funnel_timing_is_computed_from_signup_and_stage_entries(
+    analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    config = enrolling_config(analytics, sandbox, tmp_path, signup_column="signed_up_at")
+    clock = Clock()  # 2026-11-01 12:00 UTC
+    analytics.add("ada@example.com", calls=0, signed_up_at="2026-10-29T12:00:00")
+    sync(config, clock)
+    clock.now += timedelta(days=2, hours=12)  # first call 5.5 days after signup
+    analytics.set_calls("ada@example.com", 20)
+    sync(config, clock)
+    clock.now += timedelta(days=10)  # production 15.5 days after signup
+    analytics.set_calls("ada@example.com", 2000)
+    sync(config, clock)
+    props = sandbox.store.contacts_by_email()["ada@example.com"]["properties"]
+    assert props["time_to_first_hello_world_days"] == "5.5"
+    assert props["time_to_first_working_app_days"] == "15.5"
+    # a contact that goes straight to production has one figure for both
+    analytics.add("bob@example.com", calls=5000, signed_up_at="2026-11-10")
+    sync(config, clock)
+    bob = sandbox.store.contacts_by_email()["bob@example.com"]["properties"]
+    assert bob["time_to_first_hello_world_days"] == bob["time_to_first_working_app_days"] == "4"
+
+
+def test_a_workflow_that_does_not_exist_fails_the_enrollment_not_the_sync_and_is_retried(
+    analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    config = enrolling_config(analytics, sandbox, tmp_path)
+    sandbox.reset()  # the portal has no such workflow or sequence
+    analytics.add("ada@example.com", calls=10)
+    first = sync(config)
+    assert first.written == 1
+    assert first.enrollments.failed == 1
+    assert "does not exist" in first.enrollments.problems[f"workflow {WORKFLOW}"]
+    sandbox.add_workflow(WORKFLOW, "Created later")
+    second = sync(config)
+    assert second.enrollments.done == {"enroll_workflow": 1}
+    assert workflow_enrollments(sandbox) == {"ada@example.com": 1}
+
+
+def test_a_token_without_the_automation_scope_still_writes_contacts(
+    analytics: Analytics, tmp_path: Path
+) -> None:
+    scopes = {"crm.objects.contacts.read", "crm.objects.contacts.write", "crm.schemas.contacts.read",
+              "crm.schemas.contacts.write", "crm.lists.read", "crm.lists.write"}
+    with SandboxServer(token=TOKEN, scopes=scopes) as portal:
+        config = enrolling_config(analytics, portal, tmp_path)
+        analytics.add("ada@example.com", calls=10)
+        summary = sync(config)
+        assert summary.written == 1 and summary.enrollments.failed == 1
+        assert "automation" in summary.enrollments.problems[f"workflow {WORKFLOW}"]
+        [run] = StateStore(config.state.url).recent_runs(1)
+        assert run.outcome == "ok"
