@@ -6,6 +6,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -121,7 +122,17 @@ def status() -> None:
         f"stage changes: {state.stage_changes_since(now - timedelta(days=1))} in the last day, "
         f"{state.stage_changes_since(now - timedelta(days=7))} in the last week"
     )
+    hello, working = state.timing_medians()
+    if hello is not None or working is not None:
+        click.echo(f"median time to first hello world: {_days(hello)}; to first working app: {_days(working)}")
+    pending = {k: v for k, v in state.enrollment_counts().items() if not k.endswith(" done")}
+    if pending:
+        click.echo("enrollments pending: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(pending.items())))
     click.echo(f"rejected records: {len(state.rejects())} (see `funnelsync rejects`)")
+
+
+def _days(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} days"
 
 
 @main.command()
@@ -140,15 +151,17 @@ def rejects() -> None:
 @click.option("--token", envvar="FUNNELSYNC_SANDBOX_TOKEN", default="sandbox-token", show_default=True,
               help="The bearer token the sandbox accepts (or $FUNNELSYNC_SANDBOX_TOKEN).")
 @click.option("--requests-per-10s", type=int, default=None, help="Enforce HubSpot's burst limit.")
-@click.option("--workflow", "workflows", type=int, multiple=True, help="A workflow id that exists.")
+@click.option("--with-config-targets/--without-config-targets", default=True,
+              help="Create the workflows and sequences the config (-c) names, if it can be read.")
 @reports_errors
-def sandbox(host: str, port: int, token: str, requests_per_10s: int | None, workflows: tuple[int, ...]) -> None:
+def sandbox(host: str, port: int, token: str, requests_per_10s: int | None, with_config_targets: bool) -> None:
     """A local HubSpot-compatible API server (for the demo and tests)."""
     from funnelsync.connectors.sandbox import SandboxServer
+    from funnelsync.daemon.demo import seed_enrollment_targets
 
     server = SandboxServer(host=host, port=port, token=token, requests_per_10s=requests_per_10s)
-    for workflow_id in workflows:
-        server.add_workflow(workflow_id, f"Workflow {workflow_id}")
+    if with_config_targets and Path(click.get_current_context().obj["config_path"]).exists():
+        seed_enrollment_targets(server, _config())
     click.echo(f"sandbox serving on http://{host}:{port} (contacts at /, JSON at /_sandbox/state); Ctrl-C stops it",
                err=True)
     server.serve_forever()

@@ -17,9 +17,13 @@ import click
 from funnelsync.config import Config, SqlSource
 from funnelsync.connectors.sandbox import SandboxServer
 from funnelsync.daemon.demo_data import build_demo_database
+from funnelsync.daemon.enrollments import enrollment_targets
 from funnelsync.daemon.report import summary_text
 from funnelsync.daemon.runner import run_sync
 from funnelsync.errors import ConfigError, ConfigProblem
+
+
+DEMO_RATE = 5000
 
 
 def demo_config(config: Config, folder: Path, sandbox_url: str) -> Config:
@@ -29,7 +33,9 @@ def demo_config(config: Config, folder: Path, sandbox_url: str) -> Config:
         update={
             "source": config.source.model_copy(update={"url": f"sqlite:///{folder / 'analytics.db'}"}),
             "state": config.state.model_copy(update={"url": f"sqlite:///{folder / 'state.db'}"}),
-            "hubspot": config.hubspot.model_copy(update={"base_url": sandbox_url}),
+            # The sandbox has no rate limit; a real portal's limit would pace the per-contact
+            # enrollment calls at `requests_per_10s`.
+            "hubspot": config.hubspot.model_copy(update={"base_url": sandbox_url, "requests_per_10s": DEMO_RATE}),
         }
     )
 
@@ -46,16 +52,24 @@ def run_demo(config: Config, workdir: str, *, developers: int, serve: bool) -> N
     token = secrets.token_urlsafe(24)
     os.environ[config.hubspot.token_env] = token
     with SandboxServer(token=token) as sandbox:
+        seed_enrollment_targets(sandbox, config)
+        click.echo(f"sandbox: {sandbox.url} (contacts on its page at /); requests are not paced here, "
+                   f"a real portal is called at most {config.hubspot.requests_per_10s} times a 10 s")
         config = demo_config(config, folder, sandbox.url)
-        click.echo(f"sandbox: {sandbox.url} (contacts on its page at /)")
         first = run_sync(config, dry_run=False)
         click.echo(summary_text(first, title="first sync"))
         click.echo("contacts per stage in the sandbox:")
         stages = _stages_in_sandbox(sandbox, config)
         for stage in (config.funnel.stages if config.funnel else []):
             click.echo(f"  {stage.value} ({stage.label}): {stages.get(stage.value, 0)}")
+        click.echo(f"in HubSpot's lists: " + ", ".join(
+            f"{name} {len(found['members'])}" for name, found in sorted(sandbox.store.lists().items())))
+        click.echo(f"workflow enrollments: {len(sandbox.store.workflow_enrollments())}, "
+                   f"sequence enrollments: {len(sandbox.store.sequence_enrollments())}")
         second = run_sync(config, dry_run=False)
         click.echo(summary_text(second, title="second sync (nothing changed)"))
+        click.echo(f"workflow enrollments: {len(sandbox.store.workflow_enrollments())}, "
+                   f"sequence enrollments: {len(sandbox.store.sequence_enrollments())} (none repeated)")
         if serve:
             click.echo(f"the sandbox keeps serving on {sandbox.url}; Ctrl-C stops it")
             try:
@@ -63,6 +77,16 @@ def run_demo(config: Config, workdir: str, *, developers: int, serve: bool) -> N
                     time.sleep(3600)
             except KeyboardInterrupt:
                 pass
+
+
+def seed_enrollment_targets(sandbox: SandboxServer, config: Config) -> None:
+    """The demo portal has the workflows and sequences the config names."""
+    for _, enroll in enrollment_targets(config):
+        if enroll.workflow_id is not None:
+            sandbox.add_workflow(enroll.workflow_id, f"Demo workflow {enroll.workflow_id}")
+        if enroll.sequence is not None:
+            sandbox.add_sequence(str(enroll.sequence.id), str(enroll.sequence.user_id),
+                                 f"Demo sequence {enroll.sequence.id}")
 
 
 def _stages_in_sandbox(sandbox: SandboxServer, config: Config) -> dict[str, int]:

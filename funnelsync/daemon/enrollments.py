@@ -43,14 +43,15 @@ def enrollment_targets(config: Config) -> Iterator[tuple[str, Enroll]]:
     """(who names it, enroll) for every stage and segment that enrolls."""
     for i, stage in enumerate(config.funnel.stages if config.funnel else []):
         if stage.enroll:
-            yield f"funnel.stages[{i}] ({stage.value})", stage.enroll
+            yield f"funnel.stages[{i}]", stage.enroll
     for i, segment in enumerate(config.segments):
         if segment.enroll:
-            yield f"segments[{i}] ({segment.name})", segment.enroll
+            yield f"segments[{i}]", segment.enroll
 
 
-def check_enrollment_targets(config: Config, crm: Crm, *, create_lists: bool) -> dict[str, str]:
-    """Problems with the workflows, lists and sequences the config names: `where: reason`."""
+def check_enrollment_targets(config: Config, crm: Crm) -> dict[str, str]:
+    """Problems with the workflows, lists and sequences the config names: `where: reason`.
+    Changes nothing: a missing list is only reported as to be created."""
     problems: dict[str, str] = {}
     for where, enroll in enrollment_targets(config):
         try:
@@ -58,11 +59,11 @@ def check_enrollment_targets(config: Config, crm: Crm, *, create_lists: bool) ->
                 crm.check_workflow(enroll.workflow_id)
             if enroll.sequence is not None:
                 crm.check_sequence(str(enroll.sequence.id), str(enroll.sequence.user_id))
-            if enroll.list is not None and crm.find_or_create_list(enroll.list, create=create_lists) is None:
+            if enroll.list is not None and crm.find_or_create_list(enroll.list, create=False) is None:
                 log.info("list will be created on the first sync", list=enroll.list)
-        except (EnrollmentTargetError, FunnelsyncError) as error:
-            if isinstance(error, DailyLimitReached):
-                raise
+        except DailyLimitReached:
+            raise
+        except FunnelsyncError as error:
             problems[where] = str(error)
     return problems
 

@@ -14,6 +14,8 @@ import structlog
 
 from funnelsync.config import Config
 from funnelsync.daemon.engine import RunSummary, SyncEngine
+from funnelsync.daemon.enrollments import check_enrollment_targets, enrollment_targets
+from funnelsync.errors import ConfigError, ConfigProblem
 from funnelsync.daemon.factory import open_crm, open_source, open_state
 from funnelsync.daemon.report import plan_text, summary_text
 from funnelsync.mappings.schema import property_specs
@@ -71,8 +73,7 @@ def run_sync(config: Config, *, dry_run: bool, stop: threading.Event | None = No
 
 def sync_once(config: Config, *, dry_run: bool) -> int:
     summary = run_sync(config, dry_run=dry_run)
-    stage_property = config.funnel.property if config.funnel else None
-    click.echo(plan_text(summary, stage_property) if dry_run else summary_text(summary))
+    click.echo(plan_text(summary, config) if dry_run else summary_text(summary))
     return summary.exit_status
 
 
@@ -93,5 +94,12 @@ def validate(config: Config) -> None:
     for name, options in report.options_added.items():
         click.echo(f"HubSpot: options to add to {name}: {', '.join(options)}")
     click.echo("HubSpot: every mapped property exists or can be created")
+    problems = check_enrollment_targets(config, crm)
+    for where, reason in problems.items():
+        click.echo(f"enrollment: {where}: {reason}", err=True)
+    if problems:
+        raise ConfigError([ConfigProblem(f"{where}.enroll", reason) for where, reason in problems.items()])
+    if any(True for _ in enrollment_targets(config)):
+        click.echo("HubSpot: every workflow and sequence exists; lists exist or will be created")
     open_state_for_reading(config).close()
     click.echo("state: ok")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -486,6 +487,15 @@ class StateStore:
         query = select(func.count()).select_from(StageChange).where(col(StageChange.changed_at) >= since)
         with Session(self.engine) as session:
             return int(session.exec(query).one())
+
+    def timing_medians(self) -> tuple[float | None, float | None]:
+        """Median days from signup to first hello world, and to first working app."""
+        with Session(self.engine) as session:
+            hello = [d for (d,) in session.exec(select(Contact.hello_world_days).where(
+                col(Contact.hello_world_days).is_not(None)))]  # type: ignore[misc]
+            working = [d for (d,) in session.exec(select(Contact.working_app_days).where(
+                col(Contact.working_app_days).is_not(None)))]  # type: ignore[misc]
+        return (statistics.median(hello) if hello else None, statistics.median(working) if working else None)
 
     def contact_count(self) -> int:
         with Session(self.engine) as session:
