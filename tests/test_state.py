@@ -177,3 +177,25 @@ def test_operations_have_unique_keys(store: StateStore) -> None:
         store.journal_writes(run, [[write("ada@example.com", n="1")]], 0)
     assert Operation.__table__.c.key.unique
     assert utcnow().tzinfo is not None
+
+
+def test_a_migration_that_fails_half_way_leaves_nothing_behind(state_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from alembic.operations import Operations
+
+    real_create_table = Operations.create_table
+    created: list[str] = []
+
+    def create_then_fail(self: Operations, name: str, *columns: object, **kwargs: object) -> object:
+        if len(created) == 3:
+            raise RuntimeError("killed half-way")
+        created.append(name)
+        return real_create_table(self, name, *columns, **kwargs)
+
+    monkeypatch.setattr(Operations, "create_table", create_then_fail)
+    with pytest.raises(RuntimeError):
+        StateStore(state_url)
+    engine = sa.create_engine(state_url)
+    assert sa.inspect(engine).get_table_names() == []
+    engine.dispose()
+    monkeypatch.undo()
+    StateStore(state_url).close()  # the next start migrates from scratch

@@ -29,9 +29,25 @@ LOCK_KEYS = {"sync": 0x666E6C01, "leader": 0x666E6C02, "migrate": 0x666E6C03}
 
 def create_engine(url: str) -> sa.Engine:
     try:
-        return sa.create_engine(url)
+        engine = sa.create_engine(url)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise ConfigError([ConfigProblem("state.url", f"not a usable database URL: {exc}")]) from None
+    if engine.dialect.name == "sqlite":
+        _begin_explicitly(engine)
+    return engine
+
+
+def _begin_explicitly(engine: sa.Engine) -> None:
+    """Python's sqlite3 commits before DDL on its own; take the transactions over, so that a
+    migration killed half-way leaves nothing behind (SQLite's DDL is transactional)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: object, _record: object) -> None:
+        dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
 
 
 def where(engine: sa.Engine) -> str:

@@ -128,7 +128,11 @@ class StateStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
-        migrate(self.engine)
+        try:
+            migrate(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()
