@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from funnelsync.config import HubSpotSettings
-from funnelsync.connectors.budget import RequestBudget
 from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport, WriteResult
 from funnelsync.connectors.hubspot.automation import Automation
 from funnelsync.connectors.hubspot.client import HubSpotApi
@@ -15,18 +15,9 @@ from funnelsync.mappings.schema import PropertySpec
 
 
 class HubSpotCrm(Crm):
-    def __init__(
-        self,
-        settings: HubSpotSettings,
-        token: str,
-        *,
-        budget: RequestBudget | None = None,
-        retry_attempts: int = 6,
-        rate_limit_wait: float = 1.0,
-        sleep: Callable[[float], None] | None = None,
-    ) -> None:
-        self.api = HubSpotApi(settings, token, budget=budget, retry_attempts=retry_attempts,
-                              rate_limit_wait=rate_limit_wait, sleep=sleep)
+    def __init__(self, settings: HubSpotSettings, token: str, **options: Any) -> None:
+        """`options` go to `HubSpotApi` (budget, retry_attempts, rate_limit_wait, sleep)."""
+        self.api = HubSpotApi(settings, token, **options)
         self._provisioner = PropertyProvisioner(self.api)
         self._writer = ContactWriter(self.api)
         self._automation = Automation(self.api, token)
