@@ -276,7 +276,7 @@ def test_sigterm_mid_backfill_finishes_the_batch_in_flight_and_records_only_what
     path = write_toml(tmp_path / "config.toml", data)
     daemon = Daemon(path, tmp_path / "daemon.log")
     try:
-        wait_for(lambda: 0 < len(sandbox.store.contacts_by_email()))
+        wait_for(lambda: len(sandbox.store.contacts_by_email()) > 0)
         assert daemon.stop() == 0
     finally:
         daemon.close()

@@ -109,9 +109,8 @@ def test_old_history_and_finished_operations_are_pruned(store: StateStore) -> No
 
 def test_one_sync_at_a_time(state_url: str) -> None:
     first, second = StateStore(state_url), StateStore(state_url)
-    with first.exclusive():
-        with pytest.raises(StateLocked), second.exclusive():
-            pass
+    with first.exclusive(), pytest.raises(StateLocked), second.exclusive():
+        pass
     with second.exclusive():
         pass
     first.close()

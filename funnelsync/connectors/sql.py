@@ -53,7 +53,8 @@ class SqlUsageSource(Source):
         if self.key not in columns:
             connection.close()
             raise ConfigError(
-                [ConfigProblem("source.key", f"the query returns no column {self.key!r} (it returns {', '.join(columns)})")]
+                [ConfigProblem("source.key",
+                               f"the query returns no column {self.key!r} (it returns {', '.join(columns)})")]
             )
 
         def rows() -> Iterator[Row]:

@@ -6,8 +6,8 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -127,7 +127,8 @@ def status() -> None:
         click.echo(f"median time to first hello world: {_days(hello)}; to first working app: {_days(working)}")
     pending = {k: v for k, v in state.enrollment_counts().items() if not k.endswith(" done")}
     if pending:
-        click.echo("enrollments pending: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(pending.items())))
+        listed = ", ".join(f"{kind.replace('_', ' ')}: {count}" for kind, count in sorted(pending.items()))
+        click.echo(f"enrollments pending: {listed}")
     click.echo(f"rejected records: {len(state.rejects())} (see `funnelsync rejects`)")
 
 

@@ -22,7 +22,6 @@ from funnelsync.daemon.report import summary_text
 from funnelsync.daemon.runner import run_sync
 from funnelsync.errors import ConfigError, ConfigProblem
 
-
 DEMO_RATE = 5000
 
 
@@ -62,7 +61,7 @@ def run_demo(config: Config, workdir: str, *, developers: int, serve: bool) -> N
         stages = _stages_in_sandbox(sandbox, config)
         for stage in (config.funnel.stages if config.funnel else []):
             click.echo(f"  {stage.value} ({stage.label}): {stages.get(stage.value, 0)}")
-        click.echo(f"in HubSpot's lists: " + ", ".join(
+        click.echo("in HubSpot's lists: " + ", ".join(
             f"{name} {len(found['members'])}" for name, found in sorted(sandbox.store.lists().items())))
         click.echo(f"workflow enrollments: {len(sandbox.store.workflow_enrollments())}, "
                    f"sequence enrollments: {len(sandbox.store.sequence_enrollments())}")

@@ -107,7 +107,7 @@ class HealthServer:
 
 def _handler(metrics: RunMetrics) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             if self.path == "/healthz":
                 self._send(200, "application/json", json.dumps({"status": "ok"}))
             elif self.path == "/readyz":
@@ -126,7 +126,7 @@ def _handler(metrics: RunMetrics) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     return Handler

@@ -168,7 +168,9 @@ class Planner:
         return ([SegmentChange(contact.email, name, True) for name in sorted(entered)]
                 + [SegmentChange(contact.email, name, False) for name in sorted(left)])
 
-    def _full_properties(self, contact: DesiredContact, known: KnownContact | None) -> tuple[dict[str, str], datetime | None]:
+    def _full_properties(
+        self, contact: DesiredContact, known: KnownContact | None
+    ) -> tuple[dict[str, str], datetime | None]:
         """Every property the contact should hold: the mapped ones, the stage (by the stage
         policy), when it first entered each stage, and the funnel's timing."""
         full = dict(contact.properties)

@@ -29,8 +29,10 @@ def summary_text(summary: RunSummary, *, title: str = "sync") -> str:
     enrollments = summary.enrollments
     if enrollments.done or enrollments.failed or enrollments.already_enrolled:
         done = ", ".join(f"{kind.replace('_', ' ')} {count}" for kind, count in sorted(enrollments.done.items()))
-        lines.append(f"  enrollments made: {done or 'none'}; failed (retried next run): {enrollments.failed}"
-                     + (f"; found already made: {enrollments.already_enrolled}" if enrollments.already_enrolled else ""))
+        line = f"  enrollments made: {done or 'none'}; failed (retried next run): {enrollments.failed}"
+        if enrollments.already_enrolled:
+            line += f"; found already made: {enrollments.already_enrolled}"
+        lines.append(line)
         for target, reason in enrollments.problems.items():
             lines.append(f"    {target}: {reason}")
     schema = summary.schema

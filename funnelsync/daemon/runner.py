@@ -15,9 +15,9 @@ import structlog
 from funnelsync.config import Config
 from funnelsync.daemon.engine import RunSummary, SyncEngine
 from funnelsync.daemon.enrollments import check_enrollment_targets, enrollment_targets
-from funnelsync.errors import ConfigError, ConfigProblem
 from funnelsync.daemon.factory import open_crm, open_source, open_state
 from funnelsync.daemon.report import plan_text, summary_text
+from funnelsync.errors import ConfigError, ConfigProblem
 from funnelsync.mappings.schema import property_specs
 from funnelsync.state import StateStore
 
@@ -28,9 +28,9 @@ _LOG_EVERY_SECONDS = 10.0
 def open_state_for_reading(config: Config) -> StateStore:
     """The state, or an empty one in memory when there is none yet (so `plan` creates nothing)."""
     url = sa.engine.make_url(config.state.url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        if not Path(url.database).exists():
-            return StateStore("sqlite://")
+    in_a_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if in_a_file and not Path(str(url.database)).exists():
+        return StateStore("sqlite://")
     return open_state(config)
 
 

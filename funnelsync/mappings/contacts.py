@@ -14,7 +14,8 @@ from funnelsync.mappings.segments import compile_segments, segment_properties, s
 from funnelsync.mappings.values import ValueProblem, parse_timestamp, to_hubspot, to_number
 
 # What HubSpot accepts as an email, close enough to refuse before sending what it would refuse.
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_LABEL}(?:\.{_LABEL})+$")
 
 
 def normalize_email(raw: Any) -> str | None:

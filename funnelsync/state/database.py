@@ -7,7 +7,7 @@ starting together on a new database do not both create it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -179,11 +179,9 @@ class StateLock:
         if self._file is not None and self._file.is_locked:
             self._file.release()
         if self._connection is not None:
-            try:
+            with suppress(DatabaseError):  # the connection is gone, and the lock with it
                 self._connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"),
                                          {"key": LOCK_KEYS[self.purpose]})
-            except DatabaseError:
-                pass  # the connection is gone, and the lock with it
             self._connection.close()
             self._connection = None
 

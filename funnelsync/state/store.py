@@ -159,8 +159,9 @@ class StateStore:
         with Session(self.engine) as session:
             for chunk in _chunks(wanted):
                 entries: dict[str, dict[str, datetime]] = {}
-                for email, stage, at in session.exec(select(StageEntry.email, StageEntry.stage, StageEntry.first_entered_at)
-                                                     .where(col(StageEntry.email).in_(chunk))):
+                entry_query = select(StageEntry.email, StageEntry.stage, StageEntry.first_entered_at).where(
+                    col(StageEntry.email).in_(chunk))
+                for email, stage, at in session.exec(entry_query):
                     entries.setdefault(email, {})[stage] = at
                 segments: dict[str, set[str]] = {}
                 for email, segment in session.exec(select(SegmentMember.email, SegmentMember.segment)
@@ -318,7 +319,8 @@ class StateStore:
         with Session(self.engine) as session:
             existing: dict[str, Contact] = {}
             for chunk in _chunks(emails):
-                existing.update({c.email: c for c in session.exec(select(Contact).where(col(Contact.email).in_(chunk)))})
+                held = session.exec(select(Contact).where(col(Contact.email).in_(chunk)))
+                existing.update({contact.email: contact for contact in held})
             for result in confirmed:
                 self._merge_confirmed(session, existing.get(result.write.email), result, funnel, run_id, now)
             for chunk in _chunks(emails):

@@ -52,7 +52,8 @@ class PropertyProvisioner:
         return report
 
     def _existing_properties(self) -> dict[str, object]:
-        data, _ = self.api.call("reading contact properties", self.properties_api.core_api.get_all_with_http_info, OBJECT)
+        read = self.properties_api.core_api.get_all_with_http_info
+        data, _ = self.api.call("reading contact properties", read, OBJECT)
         return {prop.name: prop for prop in data.results}
 
     def _refuse_conflicts(self, specs: Sequence[PropertySpec], existing: dict[str, object]) -> None:
