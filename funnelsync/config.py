@@ -11,9 +11,19 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from funnelsync.errors import ConfigError, ConfigProblem
 
@@ -66,12 +76,74 @@ class MoesifSource(_Strict):
 
     _check_env = field_validator("token_env")(_env_name)
 
+    #: the columns the source computes from the events, besides [source.fields] and [source.routes]
+    USAGE_COLUMNS: ClassVar[tuple[str, ...]] = (
+        "used_event_count",
+        "error_count",
+        "first_event_at",
+        "last_event_at",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        url = urlsplit(value.strip())
+        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+            raise ValueError(f"{value!r} is not an http(s) URL such as https://api.moesif.com/v1")
+        return value.strip().rstrip("/")
+
     @field_validator("window", "lookback")
     @classmethod
     def _relative_time(cls, value: str) -> str:
         if not re.match(r"^-\d+[smhdwMy]$", value):
             raise ValueError(f"{value!r} is not a relative time such as -24h, -7d or -1M")
         return value
+
+    # The output columns are one namespace: `email`, the [source.fields] columns, the
+    # [source.routes] columns and the usage columns. Each clash is reported at the key that names
+    # a column a second time (`source.routes.used_event_count`), all of them at once.
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = [cls._clash(name, None) for name in value if name in cls.USAGE_COLUMNS]
+        email = value.get("email")
+        if not isinstance(email, str) or not email.strip():
+            message = 'must map `email` (e.g. email = "email"): users are matched to contacts by it'
+            problems.append(cls._problem((), message))
+        if problems:
+            raise ValidationError.from_exception_data("fields", problems)
+        return value
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        fields = info.data.get("fields") or {}  # absent when [source.fields] is itself wrong
+        problems = [
+            cls._clash(name, "source.fields" if name in fields else None)
+            for name in value
+            if name in cls.USAGE_COLUMNS or name == "email" or name in fields
+        ]
+        if problems:
+            raise ValidationError.from_exception_data("routes", problems)
+        return value
+
+    @classmethod
+    def _clash(cls, name: str, table: str | None) -> InitErrorDetails:
+        if name in cls.USAGE_COLUMNS:
+            taken = f"the usage column {name!r} that the Moesif source computes"
+        elif name == "email":
+            taken = "the `email` column, the contact's key"
+        else:
+            taken = f"{table}.{name}"
+        return cls._problem((name,), f"output column {name!r} clashes with {taken}")
+
+    @staticmethod
+    def _problem(loc: tuple[str, ...], message: str) -> InitErrorDetails:
+        """A problem at `loc` below the field being validated (pydantic adds the field's path)."""
+        return InitErrorDetails(
+            type=PydanticCustomError("value_error", message), loc=loc, input=None
+        )
 
 
 Source = Annotated[SqlSource | MoesifSource, Field(discriminator="kind")]
@@ -306,6 +378,9 @@ def _problems(exc: ValidationError) -> list[ConfigProblem]:
         key = _toml_key(error["loc"])
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             key += ".kind"
+        named = re.match(r"^([A-Za-z_][\w.\[\]]*(?:\[\d+\])?[\w.]*): (.+)$", message, re.DOTALL)
+        if key == "config" and named:  # a check across sections names its own key
+            key, message = named.groups()
         problems.append(ConfigProblem(key, message))
     return problems
 

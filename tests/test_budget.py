@@ -75,3 +75,15 @@ def test_daily_remaining_from_headers_counts_other_integrations() -> None:
     budget.acquire()
     with pytest.raises(DailyLimitReached):
         budget.acquire()
+
+
+def test_a_request_counts_from_its_answer_so_slow_arrivals_never_crowd_the_remotes_window() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(2, 10.0, clock=clock, sleep=clock.sleep)
+    budget.acquire()
+    clock.now += 0.5  # the answer comes half a second later: the remote counted it then
+    budget.answered()
+    budget.acquire()
+    budget.answered()
+    budget.acquire()  # the third may go only 10 s after the first answer
+    assert clock.now >= 1000.0 + 0.5 + 10.0

@@ -87,7 +87,7 @@ def test_two_mappings_to_one_property_are_refused() -> None:
         {"column": "b", "name": "x", "label": "X again", "type": "number"},
     ]
     found = problems_of(minimal(properties=props))
-    assert any("already written by properties[0].name" in m for m in found.values())
+    assert found == {"properties[1].name": "property 'x' is already written by properties[0].name"}
 
 
 def test_malformed_toml_names_the_line(tmp_path: Path) -> None:

@@ -240,3 +240,23 @@ def test_a_token_without_the_automation_scope_still_writes_contacts(
         assert "automation" in summary.enrollments.problems[f"workflow {WORKFLOW}"]
         [run] = StateStore(config.state.url).recent_runs(1)
         assert run.outcome == "ok"
+
+
+def test_hubspot_not_answering_during_enrollment_leaves_the_rest_for_the_next_run(
+    config: Config, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    for i in range(5):
+        analytics.add(f"dev{i}@example.com", calls=10)
+    sandbox.inject_fault(method="POST", path_prefix="/automation/v2/workflows", kind="status", status=503, count=6)
+    crm = HubSpotCrm(config.hubspot, TOKEN, sleep=lambda _: None)
+    first = sync(config, crm=crm)
+    assert first.written == 5
+    assert first.enrollments.halted and first.enrollments.failed == 1
+    assert len(answered_requests(sandbox, "/automation/v2/workflows")) == 6  # one enrollment's retries, no more
+    second = sync(config)
+    assert second.enrollments.done == {"enroll_workflow": 5}
+    assert workflow_enrollments(sandbox) == {f"dev{i}@example.com": 1 for i in range(5)}
+
+
+def answered_requests(sandbox: SandboxServer, prefix: str) -> list[dict[str, Any]]:
+    return [r for r in sandbox.store.request_log() if str(r["path"]).startswith(prefix)]

@@ -11,6 +11,9 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
+import sys
+import tomllib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -1070,18 +1073,152 @@ def test_check_with_a_refused_token(fake: FakeMoesif, make_source: MakeSource) -
 # -- config and formats ---------------------------------------------------------------------------
 
 
-def test_columns_that_clash_are_a_config_error() -> None:
+def moesif_problems(source: dict[str, Any], **sections: Any) -> dict[str, str]:
+    """The config problems, by TOML key, of a config with this Moesif [source]."""
     with pytest.raises(ConfigError) as raised:
-        MoesifUsageSource(
-            settings(
-                fields={"email": "email", "used_event_count": "metadata.x"},
-                routes={"email": "/a", "calls": "/b"},
-            ),
-            TOKEN,
-            now=NOW,
-        )
-    keys = [p.key for p in raised.value.problems]
-    assert keys == ["source.fields.used_event_count", "source.routes.email"]
+        parse_config({"source": {"kind": "moesif", **source}, **sections})
+    return {p.key: p.message for p in raised.value.problems}
+
+
+def test_output_columns_that_clash_are_config_errors_named_by_key_all_at_once() -> None:
+    found = moesif_problems(
+        {
+            "fields": {"email": "email", "role": "metadata.role"},
+            "routes": {
+                "used_event_count": "/a",
+                "email": "/b",
+                "role": "/c",
+                "calls_payments": "/payments",
+            },
+        },
+        hubspot={"requests_per_10s": 0},  # another section's problem comes out with them
+    )
+    assert set(found) == {
+        "source.routes.used_event_count",
+        "source.routes.email",
+        "source.routes.role",
+        "hubspot.requests_per_10s",
+    }
+    assert "usage column 'used_event_count'" in found["source.routes.used_event_count"]
+    assert "the `email` column" in found["source.routes.email"]
+    assert "clashes with source.fields.role" in found["source.routes.role"]
+
+    found = moesif_problems(
+        {
+            "fields": {"email": "email", "error_count": "metadata.errors"},
+            "routes": {"last_event_at": "/a"},
+        }
+    )
+    assert set(found) == {"source.fields.error_count", "source.routes.last_event_at"}
+    assert "usage column 'error_count'" in found["source.fields.error_count"]
+
+
+@pytest.mark.parametrize("column", ["used_event_count", "error_count", "first_event_at",
+                                    "last_event_at"])
+def test_every_usage_column_is_reserved(column: str) -> None:
+    found = moesif_problems({"routes": {column: "/payments"}})
+    assert list(found) == [f"source.routes.{column}"]
+    found = moesif_problems({"fields": {"email": "email", column: "metadata.x"}})
+    assert list(found) == [f"source.fields.{column}"]
+
+
+@pytest.mark.parametrize("fields", [{"role": "metadata.role"}, {"email": ""}, {"email": "  "}, {}])
+def test_fields_must_map_email(fields: dict[str, str]) -> None:
+    found = moesif_problems({"fields": fields})
+    assert list(found) == ["source.fields"]
+    assert "must map `email`" in found["source.fields"]
+
+
+@pytest.mark.parametrize(
+    "url", ["api.moesif.com/v1", "ftp://api.moesif.com/v1", "https://", "https://x/v1?org=1", ""]
+)
+def test_base_url_must_be_an_http_url(url: str) -> None:
+    found = moesif_problems({"base_url": url})
+    assert list(found) == ["source.base_url"]
+    assert "http(s) URL" in found["source.base_url"]
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://api.moesif.com/v1/", "https://api.moesif.com/v1"),
+        ("http://moesif-proxy:9500/api/v1", "http://moesif-proxy:9500/api/v1"),
+    ],
+)
+def test_base_url_loses_its_trailing_slash(url: str, kept: str) -> None:
+    config = parse_config({"source": {"kind": "moesif", "base_url": url}})
+    assert isinstance(config.source, MoesifSource)
+    assert config.source.base_url == kept
+
+
+def test_the_defaults_are_a_valid_moesif_source() -> None:
+    config = parse_config({"source": {"kind": "moesif"}})
+    assert isinstance(config.source, MoesifSource)
+    assert config.source.fields == {"email": "email"}
+    assert MoesifUsageSource(config.source, TOKEN, now=NOW).columns == (
+        "email",
+        "used_event_count",
+        "error_count",
+        "first_event_at",
+        "last_event_at",
+    )
+
+
+def test_the_readmes_moesif_block_is_a_valid_config() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### The Moesif source", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(tomllib.loads(block))
+    assert isinstance(config.source, MoesifSource)
+    assert config.source.lookback == "-90d"
+    assert MoesifUsageSource(config.source, TOKEN, now=NOW).columns == (
+        "email",
+        "signed_up_at",
+        "role",
+        "company_id",
+        "calls_payments",
+        "used_event_count",
+        "error_count",
+        "first_event_at",
+        "last_event_at",
+    )
+
+
+def test_validate_reports_moesif_config_problems_with_the_others(tmp_path: Path) -> None:
+    """`funnelsync validate` exits 2 naming every key before it calls Moesif or HubSpot."""
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(
+        """
+[source]
+kind = "moesif"
+base_url = "api.moesif.com/v1"
+
+[source.fields]
+role = "metadata.role"
+
+[source.routes]
+used_event_count = "/payments"
+
+[hubspot]
+requests_per_10s = 0
+"""
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "funnelsync", "-c", str(config_file), "validate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    for key in (
+        "source.base_url",
+        "source.fields",
+        "source.routes.used_event_count",
+        "hubspot.requests_per_10s",
+    ):
+        assert f"  - {key}: " in result.stderr
+    assert "4 problem(s)" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_the_moesif_section_of_config_toml_builds_a_source() -> None:

@@ -61,6 +61,14 @@ class RequestBudget:
             self.waited_seconds += wait
             self._sleep(wait)
 
+    def answered(self) -> None:
+        """The request last let through was answered: count it from now. The remote counts a
+        request when it arrives, some time after it was let through, so counting from the
+        answer keeps every one of the remote's windows under the limit, whatever the latency."""
+        with self._lock:
+            if self._sent:
+                self._sent[-1] = max(self._sent[-1], self._clock())
+
     def observe(self, remaining: int | None, interval_ms: int | None = None,
                 daily_remaining: int | None = None) -> None:
         """Correct the budget from the remote's headers when they say less is left."""

@@ -19,7 +19,13 @@ import structlog
 
 from funnelsync.config import Config, Enroll
 from funnelsync.connectors.crm import Crm
-from funnelsync.errors import DailyLimitReached, EnrollmentTargetError, FunnelsyncError
+from funnelsync.errors import (
+    BatchRejected,
+    CredentialsError,
+    DailyLimitReached,
+    EnrollmentTargetError,
+    FunnelsyncError,
+)
 from funnelsync.state.models import Operation
 from funnelsync.state.store import StateStore
 
@@ -34,6 +40,7 @@ class EnrollmentSummary:
     failed: int = 0
     already_enrolled: int = 0
     problems: dict[str, str] = field(default_factory=dict)  # target -> reason
+    halted: str = ""  # why the rest was left for the next run (HubSpot not answering)
 
     def count(self, kind: str, number: int = 1) -> None:
         self.done[kind] = self.done.get(kind, 0) + number
@@ -88,16 +95,23 @@ class EnrollmentRunner:
             return self.summary
         self._record_ids = self.state.record_ids({op.email for op in operations if op.email})
         for (kind, _target), group in groupby(operations, key=lambda op: (op.kind, op.target)):
-            if self.stop.is_set():
+            if self._stopping():
                 break
             if kind in LIST_KINDS:
                 self._change_list(list(group))
-            else:
-                for operation in group:
-                    self._enroll(operation)
+                continue
+            for operation in group:
+                if self._stopping():
+                    break
+                self._enroll(operation)
         if self.summary.problems:
             log.warning("enrollment targets failing", **self.summary.problems)
+        if self.summary.halted:
+            log.warning("enrollments left for the next run: HubSpot is not answering", reason=self.summary.halted)
         return self.summary
+
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or bool(self.summary.halted)
 
     def _fail(self, operations: list[Operation], reason: str) -> None:
         self.state.mark_operations([op.id for op in operations if op.id is not None], "planned", reason)
@@ -160,8 +174,12 @@ class EnrollmentRunner:
         self.summary.count(operation.kind)
 
     def _failed_target(self, key: str, operations: list[Operation], error: FunnelsyncError) -> None:
-        if isinstance(error, EnrollmentTargetError):
+        """A refused target is skipped for the rest of the run; a refused contact (4xx) only
+        fails itself; HubSpot not answering after its retries halts the phase."""
+        if isinstance(error, EnrollmentTargetError | CredentialsError):
             self.summary.problems[key] = str(error)
+        elif not isinstance(error, BatchRejected):
+            self.summary.halted = str(error)
         self._fail(operations, str(error))
 
     def _already_enrolled(self, operation: Operation, record_id: str | None) -> bool:

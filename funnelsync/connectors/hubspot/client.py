@@ -79,10 +79,13 @@ class HubSpotApi:
             try:
                 data, status, headers = send(*args, _request_timeout=self.settings.timeout_seconds, **kwargs)
             except API_EXCEPTIONS as exc:
+                self.budget.answered()
                 answer = HubSpotAnswer(int(exc.status or 0), parse_body(exc.body), dict(exc.headers or {}))
                 return self._refused(answer, allow)
             except (urllib3.exceptions.HTTPError, requests.ConnectionError, requests.Timeout) as exc:
+                self.budget.answered()
                 raise RetriableError(f"no answer from HubSpot ({type(exc).__name__})") from None
+            self.budget.answered()
             if status >= 400:
                 return self._refused(HubSpotAnswer(status, data if isinstance(data, dict) else {}, headers), allow)
             self._observe(dict(headers or {}))

@@ -22,7 +22,7 @@ from funnelsync.connectors.budget import RequestBudget
 from funnelsync.connectors.moesif.client import MoesifClient
 from funnelsync.connectors.moesif.times import RelativeTime, parse_moesif_time
 from funnelsync.connectors.source import Row, Source, SourceRows
-from funnelsync.errors import ConfigError, ConfigProblem, FatalError
+from funnelsync.errors import FatalError
 
 log = structlog.get_logger("funnelsync.sources.moesif")
 
@@ -30,25 +30,14 @@ USERS_SEARCH = "/search/~/search/usermetrics/users"
 EVENTS_SEARCH = "/search/~/search/events"
 EVENTS_COUNT = "/search/~/count/events"
 
-METRIC_COLUMNS = ("used_event_count", "error_count", "first_event_at", "last_event_at")
+METRIC_COLUMNS = MoesifSource.USAGE_COLUMNS
 NO_EMAIL = "moesif user without email"
 
 
 def output_columns(settings: MoesifSource) -> tuple[str, ...]:
-    """email, the [source.fields] columns, the [source.routes] columns, then the usage columns."""
-    problems = []
-    taken = {name: "a usage column" for name in METRIC_COLUMNS}
-    taken.setdefault("email", "the email column")
-    for name in settings.fields:
-        if name in taken and name != "email":
-            problems.append(ConfigProblem(f"source.fields.{name}", f"clashes with {taken[name]}"))
-        taken[name] = f"source.fields.{name}"
-    for name in settings.routes:
-        if name in taken:
-            problems.append(ConfigProblem(f"source.routes.{name}", f"clashes with {taken[name]}"))
-        taken[name] = f"source.routes.{name}"
-    if problems:
-        raise ConfigError(problems)
+    """email, the [source.fields] columns, the [source.routes] columns, then the usage columns.
+
+    The config has already refused names that clash (`MoesifSource`), so every one is unique."""
     fields = [name for name in settings.fields if name != "email"]
     return ("email", *fields, *settings.routes, *METRIC_COLUMNS)
 
@@ -145,7 +134,7 @@ class MoesifUsageSource(Source):
         self.settings = settings
         self.columns = output_columns(settings)
         self.started_at = (now or datetime.now(UTC)).astimezone(UTC)
-        self._email_path = settings.fields.get("email", "email")
+        self._email_path = settings.fields["email"]  # the config requires it
         self._fields = {k: v for k, v in settings.fields.items() if k != "email"}
         self._routes = list(settings.routes.items())
         self._owns_session = session is None
