@@ -176,14 +176,21 @@ def test_validate_checks_source_token_and_properties(
     assert wrong.returncode == 3
 
 
-def test_status_shows_runs_and_the_funnel(config_file: Path, analytics: Analytics) -> None:
+def test_status_shows_runs_the_funnel_and_its_timing(
+    analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    data = config_data(analytics, sandbox.url, tmp_path / "state.db")
+    data["funnel"]["signup_column"] = "signed_up_at"
+    config_file = write_toml(tmp_path / "config.toml", data)
     analytics.add("ada@example.com", calls=0)
-    analytics.add("grace@example.com", calls=5000)
+    analytics.add("grace@example.com", calls=5000, signed_up_at="2000-01-01")
     funnelsync("-c", str(config_file), "sync")
     result = funnelsync("-c", str(config_file), "status")
     assert result.returncode == 0, result.stderr
     assert "ok: read 2, written 2" in result.stdout
     assert "top: 1" in result.stdout and "bottom: 1" in result.stdout
+    assert "stage changes: 2 in the last day" in result.stdout
+    assert "median time to first hello world: " in result.stdout and " days" in result.stdout
 
 
 def free_port() -> int:

@@ -496,12 +496,12 @@ class StateStore:
 
     def timing_medians(self) -> tuple[float | None, float | None]:
         """Median days from signup to first hello world, and to first working app."""
+        medians: list[float | None] = []
         with Session(self.engine) as session:
-            hello = [d for (d,) in session.exec(select(Contact.hello_world_days).where(
-                col(Contact.hello_world_days).is_not(None)))]  # type: ignore[misc]
-            working = [d for (d,) in session.exec(select(Contact.working_app_days).where(
-                col(Contact.working_app_days).is_not(None)))]  # type: ignore[misc]
-        return (statistics.median(hello) if hello else None, statistics.median(working) if working else None)
+            for column in (Contact.hello_world_days, Contact.working_app_days):
+                days = list(session.exec(select(column).where(col(column).is_not(None))))
+                medians.append(statistics.median(days) if days else None)  # type: ignore[arg-type]
+        return medians[0], medians[1]
 
     def contact_count(self) -> int:
         with Session(self.engine) as session:
