@@ -321,8 +321,19 @@ class StateStore:
             for chunk in _chunks(emails):
                 held = session.exec(select(Contact).where(col(Contact.email).in_(chunk)))
                 existing.update({contact.email: contact for contact in held})
-            for result in confirmed:
-                self._merge_confirmed(session, existing.get(result.write.email), result, funnel, run_id, now)
+            entered: set[tuple[str, str]] = set()
+            for chunk in _chunks(emails):
+                query = select(StageEntry.email, StageEntry.stage).where(col(StageEntry.email).in_(chunk))
+                entered.update((email, stage) for email, stage in session.exec(query))
+            moves = [move for result in confirmed
+                     if (move := self._merge_confirmed(session, existing.get(result.write.email), result,
+                                                        funnel, run_id, now, entered))]
+            session.flush()  # once a batch: the stage changes get their ids, which key the enrollments
+            for change, leaving in moves:
+                assert funnel is not None
+                self._plan_enrollments(session, run_id, change.email, f"stage-entry:{change.id}",
+                                       f"stage {change.to_stage}", funnel.enrollments.get(change.to_stage),
+                                       funnel.enrollments.get(leaving or ""), now)
             for chunk in _chunks(emails):
                 session.exec(delete(Reject).where(col(Reject.email).in_(chunk)))
             for refusal in refused:
@@ -332,9 +343,11 @@ class StateStore:
                              .values(status="done", updated_at=now, attempts=Operation.attempts + 1))
             session.commit()
 
-    @classmethod
-    def _merge_confirmed(cls, session: Session, contact: Contact | None, result: Confirmed,
-                         funnel: FunnelRecording | None, run_id: int, now: datetime) -> None:
+    @staticmethod
+    def _merge_confirmed(session: Session, contact: Contact | None, result: Confirmed,
+                         funnel: FunnelRecording | None, run_id: int, now: datetime,
+                         entered: set[tuple[str, str]]) -> tuple[StageChange, str | None] | None:
+        """Merge what HubSpot confirmed; returns the stage change it makes (and the stage left)."""
         write = result.write
         held = json.loads(contact.properties) if contact else {}
         held.update(write.properties)
@@ -348,24 +361,23 @@ class StateStore:
         contact.below_since = write.below_since
         session.add(contact)
         if funnel is None:
-            return
+            return None
         contact.hello_world_days = _days(held, funnel.hello_world_property, contact.hello_world_days)
         contact.working_app_days = _days(held, funnel.working_app_property, contact.working_app_days)
         new_stage = write.properties.get(funnel.stage_property)
         if new_stage is None or new_stage == contact.stage:
-            return
+            return None
         entered_at = _entry_time(write.properties.get(funnel.entry_properties.get(new_stage, "")), now)
         change = StageChange(email=write.email, from_stage=contact.stage, to_stage=new_stage,
                              changed_at=entered_at, run_id=run_id)
         session.add(change)
-        session.flush()
-        if session.get(StageEntry, (write.email, new_stage)) is None:
+        if (write.email, new_stage) not in entered:
             session.add(StageEntry(email=write.email, stage=new_stage, first_entered_at=entered_at))
-        cls._plan_enrollments(session, run_id, write.email, f"stage-entry:{change.id}",
-                              f"stage {new_stage}", funnel.enrollments.get(new_stage),
-                              funnel.enrollments.get(contact.stage or ""), now)
+            entered.add((write.email, new_stage))
+        leaving = contact.stage
         contact.stage = new_stage
         contact.stage_entered_at = entered_at
+        return change, leaving
 
     @staticmethod
     def _record_refusal(session: Session, refusal: Refused, run_id: int, now: datetime) -> None:
