@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/funnelsync demo
 
 test: $(STAMP)
+	$(BIN)/ruff check funnelsync tests bench
 	$(BIN)/pytest
 
 clean:

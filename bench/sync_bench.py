@@ -3,19 +3,23 @@
     .venv/bin/python bench/sync_bench.py                       # N = 10,000 and 100,000, naive on 2,000
     .venv/bin/python bench/sync_bench.py --quick               # smoke run: N = 2,000, naive on 150
     .venv/bin/python bench/sync_bench.py --out BENCHMARKS.md   # also write the results into the file
+    .venv/bin/python bench/sync_bench.py --ref HEAD            # measure a commit, not the working tree
 
 What runs where:
 
 * The sandbox (`SandboxServer(requests_per_10s=LIMIT)`) runs in this process, in threads, so its
-  memory and CPU are not counted against the sync.
-* Each sync is a child process: `funnelsync -c CONFIG --json-logs sync`, exactly as an operator
-  runs it. Its peak RSS is `ru_maxrss` from `os.wait4()` on that child (the same figure
-  `getrusage(RUSAGE_CHILDREN)` gives for one child, but per child), its CPU time is
-  `ru_utime + ru_stime`, its wall time is measured around the process (start-up included).
+  memory and CPU are not counted against the sync. The config's `requests_per_10s` is LIMIT too.
+* Each sync is a child process, `funnelsync -c CONFIG --json-logs sync`, exactly as an operator
+  runs it, started by a small launcher process (this file with `--launch`) that waits for it with
+  `os.wait4()`: its peak RSS is that `ru_maxrss`, its CPU time `ru_utime + ru_stime`, its wall
+  time is measured around the process (start-up included). See `run_child` for why a launcher.
 * HubSpot calls, 429s and the achieved request rate come from the sandbox's request log
-  (`store.request_log()`: every answered request, with path, status and time).
-* The naive baseline (one `basic_api.create` per contact, same `hubspot-api-client`, paced by the
-  same `RequestBudget` at the same limit) is also a child process: this file with `--naive-child`.
+  (`store.request_log()`: every answered request, with method, path, status and time).
+* The naive baseline is a child process too (this file with `--naive-child`): one
+  `basic_api.create` per contact with the same `hubspot-api-client`, the same property values
+  and provisioning calls, paced by a sliding window of the same limit.
+* The CPU that other processes used during each sync is recorded (/proc/stat), since wall times
+  and the achieved rate of a CPU-bound client depend on it.
 
 Nothing here asserts on time: it measures, prints tables and checks only correctness (every
 contact arrived, the re-sync wrote exactly the changed ones).
@@ -216,6 +220,8 @@ class Child:
     stdout: str
     stderr: str
     launcher_rss_mb: float
+    sandbox_cores: float  # CPU of this process (the sandbox) per second of the sync
+    other_cores: float  # CPU of every other process on the machine per second of the sync
 
 
 def run_child(argv: list[str], workdir: Path, name: str) -> Child:
@@ -233,11 +239,34 @@ def run_child(argv: list[str], workdir: Path, name: str) -> Child:
     report = workdir / f"{name}.rusage.json"
     launcher = [sys.executable, "-S", str(Path(__file__).resolve()), "--launch", str(report),
                 str(out_path), str(err_path), "--", *argv]
+    busy_before, mine_before = machine_busy_seconds(), own_cpu_seconds()
     subprocess.run(launcher, env=env, cwd=workdir, check=True)
+    busy, mine = machine_busy_seconds() - busy_before, own_cpu_seconds() - mine_before
     usage = json.loads(report.read_text())
+    # CPU the rest of the machine used meanwhile: all busy time minus this process (the
+    # sandbox), the launcher and the sync
+    others = max(0.0, busy - mine - usage["cpu_seconds"] - usage["launcher_cpu_seconds"])
     return Child(usage["exit_status"], usage["wall_seconds"], usage["started"], usage["finished"],
                  usage["peak_rss_mb"], usage["cpu_seconds"], out_path.read_text(),
-                 err_path.read_text(), usage["launcher_rss_mb"])
+                 err_path.read_text(), usage["launcher_rss_mb"], mine / usage["wall_seconds"],
+                 others / usage["wall_seconds"])
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def launch(report: str, out_path: str, err_path: str, argv: list[str]) -> int:
@@ -257,7 +286,11 @@ def launch(report: str, out_path: str, err_path: str, argv: list[str]) -> int:
         wall = time.perf_counter() - t0
         finished = time.time()
         proc.returncode = os.waitstatus_to_exitcode(status)
+    import resource
+
+    launcher = resource.getrusage(resource.RUSAGE_SELF)
     Path(report).write_text(json.dumps({
+        "launcher_cpu_seconds": launcher.ru_utime + launcher.ru_stime,
         "exit_status": proc.returncode, "wall_seconds": wall, "started": started,
         "finished": finished, "peak_rss_mb": usage.ru_maxrss / 1024.0,
         "cpu_seconds": usage.ru_utime + usage.ru_stime, "launcher_rss_mb": floor}))
@@ -314,6 +347,8 @@ class Measured:
     rate_mean: float | None
     rate_windows: int
     launcher_rss_mb: float
+    sandbox_cores: float
+    other_cores: float
     write_phase_seconds: float
     write_phase_rate: float | None  # admitted requests per 10 s over the whole write phase
     wall_seconds: float
@@ -380,7 +415,8 @@ def measure(label: str, size: int, changed: int, child: Child, log: list[dict[st
         contacts_per_second=size / child.wall_seconds,
         changed_per_second=changed / child.wall_seconds,
         peak_rss_mb=child.peak_rss_mb, cpu_seconds=child.cpu_seconds,
-        launcher_rss_mb=child.launcher_rss_mb,
+        launcher_rss_mb=child.launcher_rss_mb, sandbox_cores=child.sandbox_cores,
+        other_cores=child.other_cores,
         before_first_request_s=(log[0]["time"] - child.started) if log else child.wall_seconds,
         provisioning_s=(max(prov_times) - min(prov_times)) if prov_times else 0.0,
         after_last_request_s=(child.finished - log[-1]["time"]) if log else 0.0,
@@ -574,7 +610,8 @@ def report_one(m: Measured, limit: int) -> None:
             if m.rate_mean is not None else "sync < 10 s")
     print(f"  {m.label}: {m.total_calls} calls (floor {m.floor}), 429s {m.write_calls_429}, "
           f"{rate}, wall {m.wall_seconds:.1f} s, {m.contacts_per_second:,.0f} contacts/s, "
-          f"peak RSS {m.peak_rss_mb:.0f} MB, CPU {m.cpu_seconds:.1f} s", flush=True)
+          f"peak RSS {m.peak_rss_mb:.0f} MB, CPU {m.cpu_seconds:.1f} s; other processes "
+          f"{m.other_cores:.2f} cores, sandbox {m.sandbox_cores:.2f} cores", flush=True)
     for check in m.checks:
         print(f"    check: {check}", flush=True)
 
@@ -655,6 +692,7 @@ def machine(commit: str | None = None) -> dict[str, str]:
         "packages": ", ".join(f"{name} {metadata.version(name)}" for name in
                               ("funnelsync", "hubspot-api-client", "sqlalchemy", "urllib3")),
         "commit": commit or "unknown",
+        "load": "load average {:.2f} {:.2f} {:.2f} at the start".format(*os.getloadavg()),
     }
 
 
@@ -666,7 +704,7 @@ def markdown(results: list[Measured], naive: tuple[Measured, Measured] | None, l
              facts: dict[str, str], command: str) -> str:
     out = [f"Run: `{command}` on {facts['date']}.", "",
            f"Machine: {facts['cpu']}, {facts['memory']} RAM, {facts['os']}, {facts['python']}; "
-           f"{facts['packages']}; commit {facts['commit']}.", "",
+           f"{facts['packages']}; commit {facts['commit']}; {facts['load']}.", "",
            f"Limit: sandbox `requests_per_10s = {limit}` and config `requests_per_10s = {limit}`.", ""]
 
     out += ["### HubSpot calls per sync", "",
@@ -685,8 +723,8 @@ def markdown(results: list[Measured], naive: tuple[Measured, Measured] | None, l
 
     out += ["### Rate, time and memory", "",
             "| N | sync | write phase | req/10 s max | req/10 s mean | of limit (mean) "
-            "| wall | before 1st request | contacts/s | written/s | peak RSS | CPU |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| wall | before 1st request | contacts/s | written/s | peak RSS | CPU | other load |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in results:
         if m.rate_mean is not None:
             rate = f"{m.rate_max} | {m.rate_mean:.1f} | {m.rate_mean / limit * 100:.0f} %"
@@ -695,7 +733,7 @@ def markdown(results: list[Measured], naive: tuple[Measured, Measured] | None, l
         out.append(f"| {m.size:,} | {m.label} | {m.write_phase_seconds:.1f} s | {rate} | "
                    f"{m.wall_seconds:.1f} s | {m.before_first_request_s:.1f} s | "
                    f"{m.contacts_per_second:,.0f} | {m.changed_per_second:,.1f} | "
-                   f"{m.peak_rss_mb:.0f} MB | {m.cpu_seconds:.1f} s |")
+                   f"{m.peak_rss_mb:.0f} MB | {m.cpu_seconds:.1f} s | {m.other_cores:.2f} |")
     floor_mb = max(m.launcher_rss_mb for m in results)
     out += ["", "req/10 s: admitted requests (any path) of the sandbox's request log in trailing "
             "10-s windows (t - 10 s, t], t every 0.1 s and at every request, from 10 s after the "
@@ -706,17 +744,19 @@ def markdown(results: list[Measured], naive: tuple[Measured, Measured] | None, l
             "Peak RSS = `ru_maxrss` of that process from `os.wait4` in a small launcher process "
             f"(launcher floor {floor_mb:.0f} MB; spawned directly from the benchmark process, "
             "which holds the sandbox, the figure would include the benchmark's own RSS); "
-            "CPU = its user + system time.", ""]
+            "CPU = its user + system time. other load = CPU time of every other process on the "
+            f"machine ({os.cpu_count()} cores) during the sync, per second, from /proc/stat "
+            "(the sandbox's own CPU excluded): above 0 means the figures shared the machine.", ""]
 
     if naive is not None:
         fs, nv = naive
         out += [f"### Naive baseline, N = {fs.size:,} backfill", "",
-                "| way | calls | 429s | wall | contacts/s | peak RSS | CPU |",
-                "|---|---:|---:|---:|---:|---:|---:|"]
+                "| way | calls | 429s | wall | contacts/s | peak RSS | CPU | other load |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for m in (fs, nv):
             out.append(f"| {m.label} | {m.total_calls:,} | {m.write_calls_429} | "
                        f"{m.wall_seconds:.1f} s | {m.contacts_per_second:,.1f} | "
-                       f"{m.peak_rss_mb:.0f} MB | {m.cpu_seconds:.1f} s |")
+                       f"{m.peak_rss_mb:.0f} MB | {m.cpu_seconds:.1f} s | {m.other_cores:.2f} |")
         out += ["", f"funnelsync / naive: calls {fs.total_calls / nv.total_calls:.3f} "
                 f"(1 : {nv.total_calls / fs.total_calls:.1f}), wall time "
                 f"{fs.wall_seconds / nv.wall_seconds:.3f} (1 : {nv.wall_seconds / fs.wall_seconds:.1f}). "
@@ -727,7 +767,7 @@ def markdown(results: list[Measured], naive: tuple[Measured, Measured] | None, l
 
     checks = [f"{m.size:,} {m.label}: {c}" for m in [*results, *(naive or ())] for c in m.checks]
     out += ["Checks: " + "; ".join(checks) + ".", ""]
-    out += ["### Targets", ""] + targets(results, limit) + [""]
+    out += ["### Targets", "", *targets(results, limit), ""]
     return "\n".join(out)
 
 
@@ -747,16 +787,14 @@ def targets(results: list[Measured], limit: int) -> list[str]:
     return lines
 
 
-INTRO = """# Benchmarks
+INTRO = """## Sync against HubSpot's 10-second limit (`bench/sync_bench.py`)
 
-`bench/sync_bench.py` measures a funnelsync sync against the sandbox (the local HubSpot-compatible
-API) with HubSpot's 10-second rolling limit enforced: the sandbox answers 429 past
-`requests_per_10s`, and the config's `requests_per_10s` is the same number, so the client must
-pace itself exactly.
-
-For each N it measures the first sync (backfill of N contacts into an empty sandbox and an empty
-state) and a re-sync after 1 % of the developers' usage changed; and, on a smaller N, the same
-backfill done the naive way (one `basic_api.create` per contact).
+A funnelsync sync against the sandbox (the local HubSpot-compatible API) with HubSpot's
+10-second rolling limit enforced: the sandbox answers 429 past `requests_per_10s`, and the
+config's `requests_per_10s` is the same number, so the client must pace itself exactly. For each
+N: the first sync (backfill of N contacts into an empty sandbox and an empty state) and a re-sync
+after 1 % of the developers' usage changed; on a smaller N, the same backfill done the naive way
+(one `basic_api.create` per contact).
 
     .venv/bin/python bench/sync_bench.py [--sizes 10000,100000] [--naive-size 2000] [--out BENCHMARKS.md]
     .venv/bin/python bench/sync_bench.py --quick     # smoke run, well under a minute
@@ -769,13 +807,17 @@ process under 300 MB at N = 100,000.
 
 
 def write_out(path: Path, body: str) -> None:
+    """Replace what is between this benchmark's marks; without them, append this benchmark's
+    section. Everything else in the file (other benchmarks, hand-written notes) is kept."""
     block = f"{MARK_START}\n{body}\n{MARK_END}"
-    if path.exists() and MARK_START in (text := path.read_text()) and MARK_END in text:
+    text = path.read_text() if path.exists() else ""
+    if MARK_START in text and MARK_END in text:
         head, _, rest = text.partition(MARK_START)
         _, _, tail = rest.partition(MARK_END)
         path.write_text(head + block + tail)
     else:
-        path.write_text(INTRO + "## Results\n\n" + block + "\n")
+        start = text.rstrip("\n") + "\n\n" if text.strip() else "# Benchmarks\n\n"
+        path.write_text(start + INTRO + "### Results\n\n" + block + "\n")
 
 
 def main() -> int:
