@@ -245,14 +245,20 @@ class Daemon:
         return self.log_path.read_text()
 
 
+def daemon_config(analytics: Analytics, sandbox: SandboxServer, tmp_path: Path, port: int, name: str = "config",
+                  **daemon: Any) -> Path:
+    """A config whose schedule never fires in a test: the daemon syncs once, at start."""
+    data = config_data(analytics, sandbox.url, tmp_path / "state.db")
+    data["daemon"] = {"schedule": "0 0 1 1 *", "http": f"127.0.0.1:{port}", **daemon}
+    return write_toml(tmp_path / f"{name}.toml", data)
+
+
 def test_the_daemon_syncs_serves_health_and_stops_cleanly_on_sigterm(
     analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     analytics.add_many(20, calls=5)
     port = free_port()
-    data = config_data(analytics, sandbox.url, tmp_path / "state.db")
-    data["daemon"] = {"schedule": "0 0 1 1 *", "http": f"127.0.0.1:{port}"}
-    path = write_toml(tmp_path / "config.toml", data)
+    path = daemon_config(analytics, sandbox, tmp_path, port)
     daemon = Daemon(path, tmp_path / "daemon.log")
     try:
         wait_for(lambda: len(sandbox.store.contacts_by_email()) == 20)
@@ -278,9 +284,7 @@ def test_sigterm_mid_backfill_finishes_the_batch_in_flight_and_records_only_what
             delay=0.3,
         )
     port = free_port()
-    data = config_data(analytics, sandbox.url, tmp_path / "state.db")
-    data["daemon"] = {"schedule": "0 0 1 1 *", "http": f"127.0.0.1:{port}"}
-    path = write_toml(tmp_path / "config.toml", data)
+    path = daemon_config(analytics, sandbox, tmp_path, port)
     daemon = Daemon(path, tmp_path / "daemon.log")
     try:
         wait_for(lambda: len(sandbox.store.contacts_by_email()) > 0)
@@ -308,9 +312,7 @@ def test_a_second_daemon_stands_by_and_takes_over_when_the_active_one_dies(
     ports = [free_port(), free_port()]
     paths = []
     for number, port in enumerate(ports):
-        data = config_data(analytics, sandbox.url, tmp_path / "state.db")
-        data["daemon"] = {"schedule": "0 0 1 1 *", "http": f"127.0.0.1:{port}", "standby_poll_seconds": 0.2}
-        paths.append(write_toml(tmp_path / f"config{number}.toml", data))
+        paths.append(daemon_config(analytics, sandbox, tmp_path, port, f"config{number}", standby_poll_seconds=0.2))
     active = Daemon(paths[0], tmp_path / "active.log")
     standby = None
     try:
