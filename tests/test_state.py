@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,17 @@ from sqlmodel import SQLModel
 from funnelsync.errors import StateError, StateLocked
 from funnelsync.state import StateStore
 from funnelsync.state.models import Operation
-from funnelsync.state.store import Confirmed, FunnelRecording, PlannedWrite, Refused, fingerprint, utcnow
+from funnelsync.mappings.values import epoch_ms
+from funnelsync.state.store import (
+    Confirmed,
+    FunnelRecording,
+    KnownContact,
+    PlannedWrite,
+    Refused,
+    SegmentChange,
+    fingerprint,
+    utcnow,
+)
 
 
 @pytest.fixture
@@ -44,6 +54,31 @@ def test_reopening_migrates_nothing_and_keeps_the_data(state_url: str) -> None:
     second = StateStore(state_url)
     assert second.known_contacts(["ada@example.com"])["ada@example.com"].stage == "top"
     second.close()
+
+
+def test_known_contacts_bring_their_stage_entries_and_segments_over_several_chunks(store: StateStore) -> None:
+    run = store.start_run()
+    entered = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+    funnel = FunnelRecording("stage", {"top": "top_at", "middle": "middle_at"}, "hw", "wa", {})
+    writes = [write(f"dev{i}@example.com", stage="top", top_at=epoch_ms(entered)) for i in range(4500)]
+    store.record_results(run, [Confirmed(w, None) for w in writes], [], funnel=funnel)
+    moved = write("dev7@example.com", stage="middle", middle_at=epoch_ms(entered + timedelta(days=2)))
+    store.record_results(run, [Confirmed(moved, None)], [], funnel=funnel)
+    store.record_segment_changes(run, [SegmentChange("dev7@example.com", "quota", True),
+                                       SegmentChange("dev7@example.com", "new", True),
+                                       SegmentChange("never-written@example.com", "new", True)], {}, utcnow())
+
+    known = store.known_contacts([*(f"dev{i}@example.com" for i in range(4500)), "never-written@example.com",
+                                  "unknown@example.com"])
+
+    assert len(known) == 4501
+    assert known["dev7@example.com"].entries == {"top": entered.replace(microsecond=891000),
+                                                 "middle": entered.replace(microsecond=891000) + timedelta(days=2)}
+    assert known["dev7@example.com"].entries["top"].tzinfo is not None
+    assert (known["dev7@example.com"].stage, known["dev7@example.com"].segments) == ("middle", {"quota", "new"})
+    assert known["dev4499@example.com"] == KnownContact(writes[4499].fingerprint, "top", None,
+                                                        {"top": entered.replace(microsecond=891000)})
+    assert known["never-written@example.com"] == KnownContact("", None, None, {}, frozenset({"new"}))
 
 
 def test_confirmed_writes_merge_over_what_was_held_and_cleared_values_are_dropped(store: StateStore) -> None:

@@ -6,9 +6,11 @@ starting together on a new database do not both create it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -17,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from filelock import FileLock, Timeout
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
 from funnelsync.errors import ConfigError, ConfigProblem, StateError, StateLocked
@@ -29,12 +32,23 @@ LOCK_KEYS = {"sync": 0x666E6C01, "leader": 0x666E6C02, "migrate": 0x666E6C03}
 
 def create_engine(url: str) -> sa.Engine:
     try:
-        engine = sa.create_engine(url)
+        engine = sa.create_engine(url, **_in_memory(url))
     except (ArgumentError, NoSuchModuleError) as exc:
         raise ConfigError([ConfigProblem("state.url", f"not a usable database URL: {exc}")]) from None
     if engine.dialect.name == "sqlite":
         _begin_explicitly(engine)
     return engine
+
+
+def _in_memory(url: str) -> dict[str, Any]:
+    """An in-memory SQLite state is one connection that every thread shares (the planner looks
+    the state up from a second thread); SQLAlchemy's default gives each thread its own, empty,
+    database."""
+    with suppress(ArgumentError):
+        parsed = sa.make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+            return {"poolclass": sa.pool.StaticPool, "connect_args": {"check_same_thread": False}}
+    return {}
 
 
 def _begin_explicitly(engine: sa.Engine) -> None:
@@ -48,6 +62,32 @@ def _begin_explicitly(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def _begin(connection: sa.Connection) -> None:
         connection.exec_driver_sql("BEGIN")
+
+
+# -- SQL that differs by backend -----------------------------------------------------------------
+
+def in_values(engine: sa.Engine, column: sa.ColumnElement[Any], values: Sequence[object]) -> sa.ColumnElement[bool]:
+    """`column IN values` with the values as one bind parameter (a PostgreSQL array, a JSON
+    array on SQLite), so every chunk runs the same statement: psycopg re-parses a statement of
+    over 50 parameters on every call, and SQLite caps a statement's parameters."""
+    if engine.dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+    each = sa.select(sa.column("value")).select_from(sa.func.json_each(sa.bindparam(None, json.dumps(list(values)))))
+    return column.in_(each)
+
+
+def json_object_text(engine: sa.Engine, key: sa.ColumnElement[Any],
+                     value: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+    """The aggregate of (key, value) rows as the text of one JSON object."""
+    if engine.dialect.name == "postgresql":
+        return sa.cast(sa.func.json_object_agg(key, value), sa.Text)
+    return sa.func.json_group_object(key, value, type_=sa.Text)
+
+
+def joined_text(engine: sa.Engine, value: sa.ColumnElement[Any], separator: str) -> sa.ColumnElement[str]:
+    """The aggregate of rows' values as one text, joined by `separator`."""
+    name = "string_agg" if engine.dialect.name == "postgresql" else "group_concat"
+    return getattr(sa.func, name)(value, separator, type_=sa.Text)
 
 
 def where(engine: sa.Engine) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import statistics
@@ -9,11 +10,22 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, delete, func, select, update
 
 from funnelsync.config import Enroll
-from funnelsync.state.database import StateLock, create_engine, migrate, where
+from funnelsync.state.database import (
+    StateLock,
+    create_engine,
+    in_values,
+    joined_text,
+    json_object_text,
+    migrate,
+    where,
+)
 from funnelsync.state.models import (
     Contact,
     Operation,
@@ -24,12 +36,34 @@ from funnelsync.state.models import (
     StageEntry,
 )
 
-_CHUNK = 500
+_CHUNK = 2000  # rows a statement reads or changes at most; its values travel as one parameter
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # json.dumps builds one a call
 
 
 def fingerprint(properties: Mapping[str, object]) -> str:
-    canonical = json.dumps(properties, sort_keys=True, separators=(",", ":"))
+    canonical = _CANONICAL.encode(properties)
     return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+
+
+# Contacts share a few texts of these (every contact a run moves into a stage enters it at the
+# run's time; segment names come from the config), so each is read once.
+
+@functools.lru_cache(maxsize=4096)
+def _stage_entries(text: str | None) -> Mapping[str, datetime]:
+    """Stage -> first entered, from the JSON object the state database aggregates."""
+    entries = json.loads(text) if text else {}
+    return MappingProxyType({stage: _in_utc(datetime.fromisoformat(at)) for stage, at in entries.items()})
+
+
+@functools.lru_cache(maxsize=4096)
+def _segment_names(text: str | None) -> frozenset[str]:
+    return frozenset(text.split(" ")) if text else frozenset()
+
+
+def _in_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def utcnow() -> datetime:
@@ -153,46 +187,48 @@ class StateStore:
     # -- reading -----------------------------------------------------------------------------
 
     def known_contacts(self, emails: Iterable[str]) -> dict[str, KnownContact]:
-        """What the state holds of these contacts (those it has written or put in a segment)."""
-        wanted = list(emails)
+        """What the state holds of these contacts (those it has written or put in a segment):
+        one query a chunk, each contact's stage entries and segments gathered by the database."""
+        entries = (sa.select(json_object_text(self.engine, StageEntry.stage, StageEntry.first_entered_at))
+                   .where(StageEntry.email == Contact.email).scalar_subquery())
+        segments = (sa.select(joined_text(self.engine, SegmentMember.segment, " "))
+                    .where(SegmentMember.email == Contact.email).scalar_subquery())
         found: dict[str, KnownContact] = {}
-        with Session(self.engine) as session:
-            for chunk in _chunks(wanted):
-                entries: dict[str, dict[str, datetime]] = {}
-                entry_query = select(StageEntry.email, StageEntry.stage, StageEntry.first_entered_at).where(
-                    col(StageEntry.email).in_(chunk))
-                for email, stage, at in session.exec(entry_query):
-                    entries.setdefault(email, {})[stage] = at
-                segments: dict[str, set[str]] = {}
-                for email, segment in session.exec(select(SegmentMember.email, SegmentMember.segment)
-                                                   .where(col(SegmentMember.email).in_(chunk))):
-                    segments.setdefault(email, set()).add(segment)
-                query = select(Contact.email, Contact.fingerprint, Contact.stage, Contact.below_since).where(
-                    col(Contact.email).in_(chunk))
-                for email, fp, stage, below in session.exec(query):
-                    found[email] = KnownContact(fp, stage, below, entries.get(email, {}),
-                                                frozenset(segments.pop(email, ())))
-                for email, names in segments.items():  # in a segment, never written
-                    found[email] = KnownContact("", None, None, {}, frozenset(names))
+        with self.engine.connect() as connection:
+            for chunk in _chunks(list(emails)):
+                query = sa.select(Contact.email, Contact.fingerprint, Contact.stage, Contact.below_since,
+                                  entries, segments).where(self._in(Contact.email, chunk))
+                for email, fp, stage, below, entered, members in connection.execute(query):
+                    found[email] = KnownContact(fp, stage, below, _stage_entries(entered), _segment_names(members))
+                never_written = [email for email in chunk if email not in found]
+                if never_written:
+                    query = sa.select(SegmentMember.email, SegmentMember.segment).where(
+                        self._in(SegmentMember.email, never_written))
+                    members_of: dict[str, set[str]] = {}
+                    for email, segment in connection.execute(query):
+                        members_of.setdefault(email, set()).add(segment)
+                    for email, names in members_of.items():
+                        found[email] = KnownContact("", None, None, {}, frozenset(names))
         return found
 
     def record_ids(self, emails: Iterable[str]) -> dict[str, str]:
-        wanted = list(emails)
         found: dict[str, str] = {}
-        with Session(self.engine) as session:
-            for chunk in _chunks(wanted):
-                query = select(Contact.email, Contact.record_id).where(col(Contact.email).in_(chunk))
-                found.update({email: rid for email, rid in session.exec(query) if rid})
+        with self.engine.connect() as connection:
+            for chunk in _chunks(list(emails)):
+                query = sa.select(Contact.email, Contact.record_id).where(self._in(Contact.email, chunk))
+                found.update({email: rid for email, rid in connection.execute(query) if rid})
         return found
 
     def written_properties(self, emails: Iterable[str]) -> dict[str, dict[str, str]]:
-        wanted = list(emails)
         found: dict[str, dict[str, str]] = {}
-        with Session(self.engine) as session:
-            for chunk in _chunks(wanted):
-                query = select(Contact.email, Contact.properties).where(col(Contact.email).in_(chunk))
-                found.update({email: json.loads(properties) for email, properties in session.exec(query)})
+        with self.engine.connect() as connection:
+            for chunk in _chunks(list(emails)):
+                query = sa.select(Contact.email, Contact.properties).where(self._in(Contact.email, chunk))
+                found.update({email: json.loads(properties) for email, properties in connection.execute(query)})
         return found
+
+    def _in(self, column: Any, values: Sequence[object]) -> sa.ColumnElement[bool]:
+        return in_values(self.engine, column, values)
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -319,11 +355,11 @@ class StateStore:
         with Session(self.engine) as session:
             existing: dict[str, Contact] = {}
             for chunk in _chunks(emails):
-                held = session.exec(select(Contact).where(col(Contact.email).in_(chunk)))
+                held = session.exec(select(Contact).where(self._in(Contact.email, chunk)))
                 existing.update({contact.email: contact for contact in held})
             entered: set[tuple[str, str]] = set()
             for chunk in _chunks(emails):
-                query = select(StageEntry.email, StageEntry.stage).where(col(StageEntry.email).in_(chunk))
+                query = select(StageEntry.email, StageEntry.stage).where(self._in(StageEntry.email, chunk))
                 entered.update((email, stage) for email, stage in session.exec(query))
             moves = [move for result in confirmed
                      if (move := self._merge_confirmed(session, existing.get(result.write.email), result,
@@ -335,7 +371,7 @@ class StateStore:
                                        f"stage {change.to_stage}", funnel.enrollments.get(change.to_stage),
                                        funnel.enrollments.get(leaving or ""), now)
             for chunk in _chunks(emails):
-                session.exec(delete(Reject).where(col(Reject.email).in_(chunk)))
+                session.exec(delete(Reject).where(self._in(Reject.email, chunk)))
             for refusal in refused:
                 self._record_refusal(session, refusal, run_id, now)
             if operation_id is not None:
@@ -453,7 +489,7 @@ class StateStore:
             values["last_error"] = error[:2000]
         with Session(self.engine) as session:
             for chunk in _chunks(list(ids)):  # type: ignore[arg-type]
-                session.exec(update(Operation).where(col(Operation.id).in_(chunk)).values(**values))
+                session.exec(update(Operation).where(self._in(Operation.id, chunk)).values(**values))
             session.commit()
 
     def enrollment_counts(self) -> dict[str, int]:
@@ -468,7 +504,7 @@ class StateStore:
         emails = list(changes)
         with Session(self.engine) as session:
             for chunk in _chunks(emails):
-                for contact in session.exec(select(Contact).where(col(Contact.email).in_(chunk))):
+                for contact in session.exec(select(Contact).where(self._in(Contact.email, chunk))):
                     contact.fingerprint, contact.below_since = changes[contact.email]
                     session.add(contact)
             session.commit()
