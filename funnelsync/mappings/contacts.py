@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from funnelsync.config import Config, PropertyMapping
+from funnelsync.config import Config
 from funnelsync.mappings.funnel import stage_for
 from funnelsync.mappings.segments import compile_segments, segment_properties, segments_of
-from funnelsync.mappings.values import ValueProblem, parse_timestamp, to_hubspot, to_number
+from funnelsync.mappings.values import CLEARED, ValueProblem, converter, parse_timestamp, to_number
 
 # What HubSpot accepts as an email, close enough to refuse before sending what it would refuse.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -45,13 +45,6 @@ class RejectedRow:
     properties: dict[str, str] = field(default_factory=dict)
 
 
-def _property_value(row: Mapping[str, Any], prop: PropertyMapping) -> str:
-    try:
-        return to_hubspot(row.get(prop.column), prop)
-    except ValueProblem as problem:
-        raise ValueProblem(f"column {prop.column!r} -> property {prop.name!r}: {problem}") from None
-
-
 class ContactMapper:
     """Maps one run's rows: the config's properties, the measured stage, the segments."""
 
@@ -59,15 +52,17 @@ class ContactMapper:
         self.config = config
         self.now = now
         self.segments = compile_segments(config, columns)
+        self.converters = [(prop.name, prop.column, converter(prop)) for prop in config.properties]
 
     def map(self, row: Mapping[str, Any], email: str) -> DesiredContact | RejectedRow:
         properties: dict[str, str] = {}
         problems: list[str] = []
-        for prop in self.config.properties:
+        for name, column, convert in self.converters:
+            value = row.get(column)
             try:
-                properties[prop.name] = _property_value(row, prop)
+                properties[name] = CLEARED if value is None else convert(value)
             except ValueProblem as problem:
-                problems.append(str(problem))
+                problems.append(f"column {column!r} -> property {name!r}: {problem}")
         stage, signup = None, None
         funnel = self.config.funnel
         if funnel:

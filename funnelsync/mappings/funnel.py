@@ -7,6 +7,7 @@ consecutive days below its stage's bound, so a contact at the threshold does not
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,7 +46,7 @@ def decide_stage(
     now: datetime,
 ) -> StageDecision:
     """The stage to write, given the stage the metric says and the stage the contact holds."""
-    if held is None or stage_rank(held, funnel) < 0:
+    if measured == held or held is None or stage_rank(held, funnel) < 0:
         return StageDecision(measured, None)
     if stage_rank(measured, funnel) >= stage_rank(held, funnel):
         return StageDecision(measured, None)
@@ -64,8 +65,13 @@ _DAY_SECONDS = 86_400
 
 def entry_property(funnel: Funnel, stage: str) -> str:
     """The datetime property that holds when a contact first entered a stage."""
+    return _entry_property(funnel.property, stage)
+
+
+@functools.lru_cache(maxsize=1024)
+def _entry_property(stage_property: str, stage: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "_", stage.lower()).strip("_") or "stage"
-    return f"{funnel.property}_{slug}_entered_at"[:100]
+    return f"{stage_property}_{slug}_entered_at"[:100]
 
 
 def entry_properties(funnel: Funnel) -> dict[str, str]:

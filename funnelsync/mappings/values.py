@@ -7,7 +7,9 @@ enumerations as the `value` of one of the property's options. An empty string cl
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -26,6 +28,8 @@ class ValueProblem(ValueError):
 
 
 def to_number(value: Any) -> Decimal | None:
+    if type(value) is int:  # most usage columns: no detour through text
+        return Decimal(value)
     if value is None or value == "":
         return None
     if isinstance(value, bool):
@@ -48,6 +52,8 @@ def number_text(number: Decimal | None) -> str:
 
 
 def _number(value: Any) -> str:
+    if type(value) is int:
+        return str(value)
     return number_text(to_number(value))
 
 
@@ -71,6 +77,18 @@ def _bool(value: Any) -> str:
 
 def parse_timestamp(value: Any) -> datetime:
     """A datetime, a date, or an ISO-8601 string, as an aware UTC datetime (no zone = UTC)."""
+    if type(value) is str:
+        return _parse_text(value)
+    return _parse(value)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _parse_text(value: str) -> datetime:
+    # Rows repeat the same texts (a day's signups, the date of the last call): parse each once.
+    return _parse(value)
+
+
+def _parse(value: Any) -> datetime:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, date):
@@ -95,43 +113,63 @@ def epoch_ms(moment: datetime) -> str:
 
 
 def _date(value: Any) -> str:
-    if value is None or value == "":
+    if value == "":
         return CLEARED
+    if type(value) is str:
+        return _date_text(value)
+    return _midnight_ms(value)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _date_text(value: str) -> str:
+    return _midnight_ms(value)
+
+
+def _midnight_ms(value: Any) -> str:
     day = parse_timestamp(value).date()
     return epoch_ms(datetime.combine(day, time.min, tzinfo=UTC))
 
 
 def _datetime(value: Any) -> str:
-    if value is None or value == "":
+    if value == "":
         return CLEARED
     return epoch_ms(parse_timestamp(value))
 
 
-def _enumeration(value: Any, options: list[str]) -> str:
-    text = str(value).strip()
-    if text in options:
-        return text
+def _enumeration(options: list[str]) -> Callable[[Any], str]:
+    exact = frozenset(options)
     folded = {option.casefold(): option for option in options}
-    if text.casefold() in folded:
-        return folded[text.casefold()]
-    raise ValueProblem(f"{value!r} is not one of the options {options}")
+
+    def convert(value: Any) -> str:
+        text = str(value).strip()
+        if text in exact:
+            return text
+        if text.casefold() in folded:
+            return folded[text.casefold()]
+        raise ValueProblem(f"{value!r} is not one of the options {options}")
+
+    return convert
+
+
+def converter(prop: PropertyMapping) -> Callable[[Any], str]:
+    """How a source value (never None: that clears the property) becomes this property's
+    string; the function raises ValueProblem for a value HubSpot would refuse."""
+    match prop.type:
+        case "number":
+            return _number
+        case "string":
+            return _string
+        case "bool":
+            return _bool
+        case "date":
+            return _date
+        case "datetime":
+            return _datetime
+        case "enumeration":
+            return _enumeration(prop.options or [])
+    raise AssertionError(prop.type)
 
 
 def to_hubspot(value: Any, prop: PropertyMapping) -> str:
     """The string HubSpot should hold for this source value; raises ValueProblem."""
-    if value is None:
-        return CLEARED
-    match prop.type:
-        case "number":
-            return _number(value)
-        case "string":
-            return _string(value)
-        case "bool":
-            return _bool(value)
-        case "date":
-            return _date(value)
-        case "datetime":
-            return _datetime(value)
-        case "enumeration":
-            return _enumeration(value, prop.options or [])
-    raise AssertionError(prop.type)
+    return CLEARED if value is None else converter(prop)(value)
