@@ -2,13 +2,15 @@
 
 Rows are planned in chunks, each diffed against the state with one look-up, and the writes go
 to a sink as they are found: the journal for a real run, a preview for `plan`. Memory stays flat
-however many contacts the source has.
+however many contacts the source has. A chunk's look-up runs in a second thread while its rows
+are mapped: the database works (in its own process, or in SQLite's C code) while Python maps.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -93,22 +95,23 @@ class Planner:
         plan = Plan()
         seen: set[str] = set()
         duplicates: Counter[str] = Counter()
-        for chunk in _chunks(rows, CHUNK):
-            desired = self._map_chunk(plan, chunk, key, seen, duplicates)
-            self._diff_chunk(plan, desired)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-lookup") as lookups:
+            for chunk in _chunks(rows, CHUNK):
+                emails = [normalize_email(row.get(key)) for row in chunk]
+                known = lookups.submit(self.state.known_contacts, {email: None for email in emails if email})
+                desired = self._map_chunk(plan, chunk, emails, key, seen, duplicates)
+                self._diff_chunk(plan, desired, known.result())
         self._refuse_duplicates(plan, duplicates)
         plan.contacts = len(seen)
         return plan
 
-    def _map_chunk(self, plan: Plan, chunk: list[Row], key: str, seen: set[str],
+    def _map_chunk(self, plan: Plan, chunk: list[Row], emails: list[str | None], key: str, seen: set[str],
                    duplicates: Counter[str]) -> dict[str, DesiredContact]:
         desired: dict[str, DesiredContact] = {}
-        for row in chunk:
+        for row, email in zip(chunk, emails, strict=True):
             plan.rows_read += 1
-            raw = row.get(key)
-            email = normalize_email(raw)
             if email is None:
-                self._skip(plan, raw)
+                self._skip(plan, row.get(key))
                 continue
             if email in seen:
                 duplicates[email] += 1
@@ -122,8 +125,7 @@ class Planner:
                 desired[email] = mapped
         return desired
 
-    def _diff_chunk(self, plan: Plan, desired: dict[str, DesiredContact]) -> None:
-        known = self.state.known_contacts(desired)
+    def _diff_chunk(self, plan: Plan, desired: dict[str, DesiredContact], known: dict[str, KnownContact]) -> None:
         changed: dict[str, tuple[dict[str, str], str, datetime | None]] = {}
         unsent: dict[str, tuple[str, datetime | None]] = {}
         segment_changes: list[SegmentChange] = []
