@@ -13,9 +13,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
 from funnelsync.errors import StateError, StateLocked
+from funnelsync.mappings.values import epoch_ms
 from funnelsync.state import StateStore
 from funnelsync.state.models import Operation
-from funnelsync.mappings.values import epoch_ms
 from funnelsync.state.store import (
     Confirmed,
     FunnelRecording,
@@ -128,6 +128,35 @@ def test_planned_writes_of_a_contact_found_to_be_duplicated_are_dropped(store: S
     assert [w.email for w in dropped] == ["ada@example.com"]
     [batch] = store.planned_write_batches(run)
     assert [w.email for w in batch.writes] == ["bob@example.com"]
+
+
+def test_a_finished_write_keeps_no_payload(store: StateStore) -> None:
+    crashed = store.start_run()
+    store.journal_writes(crashed, [[write("ada@example.com", n="1")]], 0)
+    run = store.start_run()
+    store.recover(run)
+    store.journal_writes(run, [[write("bob@example.com", n="1")]], 0)
+    [batch] = store.planned_write_batches(run)
+    store.record_results(run, [Confirmed(w, None) for w in batch.writes], [], operation_id=batch.operation_id)
+    with store.engine.connect() as connection:
+        payloads = connection.execute(sa.text("SELECT status, payload FROM operations ORDER BY id")).all()
+    assert [tuple(row) for row in payloads] == [("superseded", "[]"), ("done", "[]")]
+
+
+def test_a_sqlite_state_gives_the_space_retention_frees_back(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = StateStore(f"sqlite:///{path}")
+    crashed = store.start_run()
+    batches = [[write(f"dev{b}-{i}@example.com", note="x" * 400) for i in range(100)] for b in range(40)]
+    store.journal_writes(crashed, batches, 0)
+    grown = path.stat().st_size
+    run = store.start_run()
+    store.recover(run)
+    store.finish_run(run, "ok")
+    store.prune(timedelta(0))
+    store.close()
+    assert path.stat().st_size < grown / 2
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 def test_old_history_and_finished_operations_are_pruned(store: StateStore) -> None:

@@ -56,8 +56,11 @@ def _begin_explicitly(engine: sa.Engine) -> None:
     migration killed half-way leaves nothing behind (SQLite's DDL is transactional)."""
 
     @sa.event.listens_for(engine, "connect")
-    def _no_implicit_transactions(dbapi_connection: object, _record: object) -> None:
-        dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+    def _no_implicit_transactions(dbapi_connection: Any, _record: object) -> None:
+        dbapi_connection.isolation_level = None
+        # Takes effect when the file is created (a no-op on an existing one): the space the
+        # journal frees can then be handed back to the filesystem (see `release_free_space`).
+        dbapi_connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
 
     @sa.event.listens_for(engine, "begin")
     def _begin(connection: sa.Connection) -> None:
@@ -88,6 +91,16 @@ def joined_text(engine: sa.Engine, value: sa.ColumnElement[Any], separator: str)
     """The aggregate of rows' values as one text, joined by `separator`."""
     name = "string_agg" if engine.dialect.name == "postgresql" else "group_concat"
     return getattr(sa.func, name)(value, separator, type_=sa.Text)
+
+
+def release_free_space(engine: sa.Engine) -> None:
+    """Give the pages a prune freed back to the filesystem (SQLite; PostgreSQL's autovacuum
+    keeps its free space for reuse)."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as connection:
+        # sqlite3's execute() steps a statement once, and this one frees a page a step
+        connection.connection.driver_connection.executescript("PRAGMA incremental_vacuum")  # type: ignore[union-attr]
 
 
 def where(engine: sa.Engine) -> str:

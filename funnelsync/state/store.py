@@ -24,6 +24,7 @@ from funnelsync.state.database import (
     joined_text,
     json_object_text,
     migrate,
+    release_free_space,
     where,
 )
 from funnelsync.state.models import (
@@ -36,6 +37,9 @@ from funnelsync.state.models import (
     StageEntry,
 )
 
+# A write operation's payload once it is done or superseded: the contacts table holds what was
+# written, the next diff re-plans what was not, and the payloads were half of a backfill's state.
+_NO_PAYLOAD = "[]"
 _CHUNK = 2000  # rows a statement reads or changes at most; its values travel as one parameter
 
 
@@ -286,7 +290,7 @@ class StateStore:
                 update(Operation)
                 .where(col(Operation.kind) == "write", col(Operation.status).in_(["planned", "started"]),
                        col(Operation.run_id) != run_id)
-                .values(status="superseded", updated_at=now)
+                .values(status="superseded", updated_at=now, payload=_NO_PAYLOAD)
             ).rowcount
             session.exec(update(Run).where(col(Run.outcome) == "running", col(Run.id) != run_id)
                          .values(outcome="interrupted"))
@@ -376,7 +380,8 @@ class StateStore:
                 self._record_refusal(session, refusal, run_id, now)
             if operation_id is not None:
                 session.exec(update(Operation).where(col(Operation.id) == operation_id)
-                             .values(status="done", updated_at=now, attempts=Operation.attempts + 1))
+                             .values(status="done", updated_at=now, attempts=Operation.attempts + 1,
+                                     payload=_NO_PAYLOAD))
             session.commit()
 
     @staticmethod
@@ -524,6 +529,7 @@ class StateStore:
                 "stage_changes": session.exec(delete(StageChange).where(col(StageChange.changed_at) < cutoff)).rowcount,
             }
             session.commit()
+        release_free_space(self.engine)
         return {name: int(count or 0) for name, count in pruned.items()}
 
     # -- reporting ---------------------------------------------------------------------------
