@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import sqlalchemy as sa
 
 from funnelsync.config import Config, parse_config
 from funnelsync.connectors.sandbox import SandboxServer
+from funnelsync.daemon import plan as plan_module
+from funnelsync.daemon.plan import Planner
 from funnelsync.daemon.runner import run_sync
 from funnelsync.errors import ConfigError, CredentialsError, FatalError
 from funnelsync.state import StateStore
@@ -247,3 +250,29 @@ def test_a_dry_run_writes_nothing_to_hubspot_or_the_state(
     assert sandbox.store.contacts_by_email() == {}
     assert sandbox.store.properties().get("api_integration_stage") is None
     assert not Path(sa.engine.make_url(config.state.url).database or "").exists()
+
+
+def test_a_stop_while_planning_sends_nothing_and_the_next_run_plans_everything(
+    config: Config, analytics: Analytics, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    analytics.add_many(250, calls=5)
+    monkeypatch.setattr(plan_module, "CHUNK", 100)
+    stop = threading.Event()
+    diff_chunk = Planner._diff_chunk
+
+    def stop_after_the_first_chunk(self: Planner, *args: object) -> None:
+        diff_chunk(self, *args)  # type: ignore[arg-type]
+        stop.set()
+
+    monkeypatch.setattr(Planner, "_diff_chunk", stop_after_the_first_chunk)
+    stopped = run_sync(config, dry_run=False, stop=stop)
+
+    assert (stopped.outcome, stopped.rows_read, stopped.written) == ("stopped", 100, 0)
+    assert upserts(sandbox) == []
+    monkeypatch.setattr(Planner, "_diff_chunk", diff_chunk)
+    finished = run_sync(config, dry_run=False)
+    assert (finished.outcome, finished.written, finished.resumed_writes) == ("ok", 250, 1)
+    assert len(sandbox.store.contacts_by_email()) == 250
+    state = state_of(config)
+    assert [run.outcome for run in state.recent_runs()] == ["ok", "stopped"]
+    state.close()

@@ -155,7 +155,7 @@ class SyncEngine:
         source_rows = self.source.read()
         check_columns(self.config, source_rows.columns, self.source.key)
         mapper = ContactMapper(self.config, source_rows.columns, now)
-        plan = Planner(self.config, self.state, now, sink, mapper).plan(source_rows.rows, self.source.key)
+        plan = Planner(self.config, self.state, now, sink, mapper, self.stop).plan(source_rows.rows, self.source.key)
         sink.finish()
         for reason, count in source_rows.skipped.items():
             plan.skipped[reason] += count
@@ -175,7 +175,12 @@ class SyncEngine:
         now = self.now()
         segment_enrollments = {segment.name: segment.enroll for segment in self.config.segments}
         sink = JournalSink(self.state, run_id, self.config.hubspot.batch_size, segment_enrollments, now)
-        summary.add_plan(self._plan(sink, now))
+        plan = self._plan(sink, now)
+        summary.add_plan(plan)
+        if plan.stopped:  # the next run re-plans the writes journaled so far and makes the enrollments
+            summary.stopped_early = True
+            log.warning("stop requested while planning: nothing sent", run_id=run_id, rows_planned=plan.rows_read)
+            return summary
         assert self.crm is not None
         summary.schema = self.crm.ensure_properties(property_specs(self.config))
         self.state.record_results(run_id, [], summary.refused)

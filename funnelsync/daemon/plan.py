@@ -8,6 +8,7 @@ are mapped: the database works (in its own process, or in SQLite's C code) while
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +61,7 @@ class Plan:
     unchanged: int = 0
     contacts: int = 0
     to_write: int = 0
+    stopped: bool = False  # a stop was asked for before every row was planned
 
 
 def check_columns(config: Config, columns: Iterable[str], key: str) -> None:
@@ -83,8 +85,9 @@ def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
 
 class Planner:
     def __init__(self, config: Config, state: StateStore, now: datetime, sink: PlanSink,
-                 mapper: ContactMapper) -> None:
+                 mapper: ContactMapper, stop: threading.Event | None = None) -> None:
         self.config = config
+        self.stop = stop or threading.Event()
         self.state = state
         self.now = now
         self.sink = sink
@@ -97,6 +100,9 @@ class Planner:
         duplicates: Counter[str] = Counter()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-lookup") as lookups:
             for chunk in _chunks(rows, CHUNK):
+                if self.stop.is_set():
+                    plan.stopped = True
+                    break
                 emails = [normalize_email(row.get(key)) for row in chunk]
                 known = lookups.submit(self.state.known_contacts, {email: None for email in emails if email})
                 desired = self._map_chunk(plan, chunk, emails, key, seen, duplicates)
