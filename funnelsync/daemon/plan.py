@@ -167,6 +167,8 @@ class Planner:
 
     @staticmethod
     def _segment_changes(plan: Plan, contact: DesiredContact, held: KnownContact) -> list[SegmentChange]:
+        if contact.segments == held.segments:
+            return []
         entered = contact.segments - held.segments
         left = held.segments - contact.segments
         for name in entered:

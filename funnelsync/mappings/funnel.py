@@ -61,6 +61,7 @@ def decide_stage(
 HELLO_WORLD_PROPERTY = "time_to_first_hello_world_days"
 WORKING_APP_PROPERTY = "time_to_first_working_app_days"
 _DAY_SECONDS = 86_400
+_TENTH = Decimal("0.1")
 
 
 def entry_property(funnel: Funnel, stage: str) -> str:
@@ -88,7 +89,7 @@ class FunnelTiming:
 
 def _days(start: datetime, end: datetime) -> Decimal:
     days = Decimal(max((end - start).total_seconds(), 0) / _DAY_SECONDS)
-    return days.quantize(Decimal("0.1"))
+    return days.quantize(_TENTH)
 
 
 def funnel_timing(funnel: Funnel, entries: dict[str, datetime], signup: datetime | None) -> FunnelTiming:
