@@ -12,9 +12,11 @@ import math
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from funnelsync.config import PropertyMapping
+
+_T = TypeVar("_T")
 
 CLEARED = ""
 MAX_STRING = 65_536
@@ -75,20 +77,21 @@ def _bool(value: Any) -> str:
     raise ValueProblem(f"{value!r} is not a yes/no value")
 
 
+def _texts_cached(convert: Callable[[Any], _T]) -> Callable[[Any], _T]:
+    """`convert`, remembering its results for texts: rows repeat the same date texts (a day's
+    signups, the day of the last call), so each is parsed once."""
+    cached = functools.lru_cache(maxsize=65_536)(convert)
+
+    @functools.wraps(convert)
+    def converted(value: Any) -> _T:
+        return cached(value) if type(value) is str else convert(value)
+
+    return converted
+
+
+@_texts_cached
 def parse_timestamp(value: Any) -> datetime:
     """A datetime, a date, or an ISO-8601 string, as an aware UTC datetime (no zone = UTC)."""
-    if type(value) is str:
-        return _parse_text(value)
-    return _parse(value)
-
-
-@functools.lru_cache(maxsize=65_536)
-def _parse_text(value: str) -> datetime:
-    # Rows repeat the same texts (a day's signups, the date of the last call): parse each once.
-    return _parse(value)
-
-
-def _parse(value: Any) -> datetime:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, date):
@@ -112,20 +115,10 @@ def epoch_ms(moment: datetime) -> str:
     return str(math.floor(moment.timestamp() * 1000))
 
 
+@_texts_cached
 def _date(value: Any) -> str:
     if value == "":
         return CLEARED
-    if type(value) is str:
-        return _date_text(value)
-    return _midnight_ms(value)
-
-
-@functools.lru_cache(maxsize=65_536)
-def _date_text(value: str) -> str:
-    return _midnight_ms(value)
-
-
-def _midnight_ms(value: Any) -> str:
     day = parse_timestamp(value).date()
     return epoch_ms(datetime.combine(day, time.min, tzinfo=UTC))
 
