@@ -62,7 +62,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import sqlite3
@@ -73,9 +72,11 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import common
+from common import COMPANIES, FIRST, LAST, PLAN_WEIGHTS, PLANS, ROLE_WEIGHTS, ROLES
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -94,19 +95,8 @@ RECORD_ID_BASE = 100_000_000_001  # HubSpot contact ids are 11-12 digits today
 PG_STATE_DB = "plan_bench_state"
 MARK_START = "<!-- plan-bench:results:start -->"
 MARK_END = "<!-- plan-bench:results:end -->"
-
-ROLES = ["Product", "Engineering", "Marketing", "Customer Success", "Developer Relations", "Sales",
-         "Support", "Executive"]
-ROLE_WEIGHTS = [8, 45, 5, 6, 12, 6, 10, 8]
-PLANS = ["free", "growth", "enterprise"]
-PLAN_WEIGHTS = [70, 25, 5]
 QUOTAS = {"free": 10_000, "growth": 1_000_000, "enterprise": 50_000_000}
-FIRST = ["ada", "grace", "linus", "margaret", "ken", "barbara", "guido", "yukihiro", "sophie",
-         "dennis", "frances", "anders", "radia", "tim", "hedy", "alan"]
-LAST = ["lovelace", "hopper", "torvalds", "hamilton", "thompson", "liskov", "rossum", "matsumoto",
-        "wilson", "ritchie", "allen", "hejlsberg", "perlman", "berners-lee", "lamarr", "turing"]
-COMPANIES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell",
-             "soylent", "cyberdyne", "aperture"]
+
 
 WORKFLOW = 1234567
 OVER_QUOTA_WORKFLOW = 2345678
@@ -230,16 +220,7 @@ def source_rows(count: int, seed: int = SEED) -> Iterable[tuple[Any, ...]]:
         first, last, company = rng.choice(FIRST), rng.choice(LAST), rng.choice(COMPANIES)
         signed_up = today - timedelta(days=rng.randint(1, 7) if rng.random() < 0.01 else rng.randint(8, 900))
         plan = rng.choices(PLANS, PLAN_WEIGHTS)[0]
-        tier = rng.random()
-        if tier < 0.33:
-            used = errors = last30 = 0
-            first_event = last_event = None
-        else:
-            used = rng.randint(1, 1000) if tier < 0.75 else rng.randint(1001, 200_000)
-            errors = rng.randint(0, max(1, used // 50))
-            last30 = used * rng.randint(5, 30)
-            first_event = min(signed_up + timedelta(days=rng.randint(0, 30)), today).isoformat()
-            last_event = (today - timedelta(days=rng.randint(0, 3))).isoformat()
+        used, errors, last30, first_event, last_event = common.api_usage(rng, signed_up, today)
         yield (f"{first}.{last}.{number}@{company}.example.com", f"{first.title()} {last.title()}",
                company.title(), rng.choices(ROLES, ROLE_WEIGHTS)[0], plan, QUOTAS[plan],
                signed_up.isoformat(), used, errors, last30, first_event, last_event)
@@ -870,27 +851,7 @@ def prune_retention(url: str) -> dict[str, int]:
 
 # -- the report ---------------------------------------------------------------------------------
 
-def git(*args: str) -> str:
-    done = subprocess.run(["git", "--no-optional-locks", *args], cwd=REPO, capture_output=True, text=True,
-                          check=False)
-    return done.stdout.strip()
-
-
 def machine() -> dict[str, str]:
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    memory = ""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal"):
-            memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = [line.split(maxsplit=1)[-1] for line in
-             git("status", "--porcelain", "--untracked-files=all", "--", "funnelsync").splitlines()]
-    if dirty:
-        commit += f" with uncommitted changes to {', '.join(dirty)}"
     pg = ""
     try:
         from tests.postgres import find_bindir
@@ -899,19 +860,9 @@ def machine() -> dict[str, str]:
                             check=False).stdout.strip()
     except Exception:
         pass
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": f"{model or platform.processor() or 'unknown'}; {os.cpu_count()} logical cores "
-               f"({len(os.sched_getaffinity(0))} usable)",
-        "memory": memory or "unknown",
-        "os": f"{platform.system()} {platform.release()}",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "packages": ", ".join(f"{name} {metadata.version(name)}" for name in
-                              ("funnelsync", "sqlalchemy", "sqlmodel", "psycopg"))
-                    + f", SQLite {sqlite3.sqlite_version}",
-        "postgres": pg or "unknown",
-        "commit": commit,
-    }
+    facts = common.machine(("funnelsync", "sqlalchemy", "sqlmodel", "psycopg"))
+    facts["packages"] += f", SQLite {sqlite3.sqlite_version}"
+    return {**facts, "postgres": pg or "unknown", "commit": common.working_tree_commit()}
 
 
 def mb(kb_or_bytes: float, *, kb: bool = False) -> str:

@@ -32,7 +32,6 @@ import bisect
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import sqlite3
@@ -42,10 +41,12 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from importlib import metadata
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+
+import common
+from common import COMPANIES, FIRST, LAST, PLAN_WEIGHTS, PLANS, ROLE_WEIGHTS, ROLES
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -62,17 +63,6 @@ SEED = 20261122
 MARK_START = "<!-- bench:results:start -->"
 MARK_END = "<!-- bench:results:end -->"
 
-ROLES = ["Product", "Engineering", "Marketing", "Customer Success", "Developer Relations", "Sales",
-         "Support", "Executive"]
-ROLE_WEIGHTS = [8, 45, 5, 6, 12, 6, 10, 8]
-PLANS = ["free", "growth", "enterprise"]
-PLAN_WEIGHTS = [70, 25, 5]
-FIRST = ["ada", "grace", "linus", "margaret", "ken", "barbara", "guido", "yukihiro", "sophie",
-         "dennis", "frances", "anders", "radia", "tim", "hedy", "alan"]
-LAST = ["lovelace", "hopper", "torvalds", "hamilton", "thompson", "liskov", "rossum", "matsumoto",
-        "wilson", "ritchie", "allen", "hejlsberg", "perlman", "berners-lee", "lamarr", "turing"]
-COMPANIES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell",
-             "soylent", "cyberdyne", "aperture"]
 
 # (source column, HubSpot name, label, type, options): the repository's config.toml mapping
 PROPERTIES = [
@@ -92,24 +82,14 @@ QUERY = ("SELECT email, role, plan, signed_up_at, used_event_count, error_count,
 # -- the source database ----------------------------------------------------------------------
 
 def build_source(path: Path, count: int, seed: int = SEED) -> None:
-    """A `usage` table of `count` developers: a third never called the API (top), about 40 %
-    call it a little (middle), a quarter more than 1,000 times a day (bottom)."""
+    """A `usage` table of `count` developers (their usage: `common.api_usage`)."""
     rng = random.Random(seed)
     today = date(2026, 11, 1)
     rows = []
     for number in range(count):
         first, last, company = rng.choice(FIRST), rng.choice(LAST), rng.choice(COMPANIES)
         signed_up = today - timedelta(days=rng.randint(1, 900))
-        tier = rng.random()
-        if tier < 0.33:
-            used = errors = last30 = 0
-            first_event = last_event = None
-        else:
-            used = rng.randint(1, 1000) if tier < 0.75 else rng.randint(1001, 200_000)
-            errors = rng.randint(0, max(1, used // 50))
-            last30 = used * rng.randint(5, 30)
-            first_event = (signed_up + timedelta(days=rng.randint(0, 30))).isoformat()
-            last_event = (today - timedelta(days=rng.randint(0, 3))).isoformat()
+        used, errors, last30, first_event, last_event = common.api_usage(rng, signed_up, today)
         rows.append((
             f"{first}.{last}.{number}@{company}.example.com", f"{first.title()} {last.title()}",
             company.title(), rng.choices(ROLES, ROLE_WEIGHTS)[0], rng.choices(PLANS, PLAN_WEIGHTS)[0],
@@ -628,17 +608,11 @@ def code_fingerprint(package: Path) -> str:
     return digest.hexdigest()
 
 
-def git(*args: str) -> str:
-    """A read-only git query in the repository."""
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                          check=False).stdout.strip()
-
-
 def snapshot(ref: str, into: Path) -> str:
     """`git archive REF funnelsync` into `into` (read-only for the repository): the sync
     children and the sandbox import funnelsync from there, so edits to the working tree
     during the run do not change what is measured. Returns the commit."""
-    commit = git("rev-parse", "--short", f"{ref}^{{commit}}")
+    commit = common.git("rev-parse", "--short", f"{ref}^{{commit}}")
     if not commit:
         raise SystemExit(f"git does not know {ref!r}")
     archive = subprocess.run(["git", "archive", "--format=tar", commit, "funnelsync"], cwd=REPO,
@@ -655,43 +629,11 @@ def snapshot(ref: str, into: Path) -> str:
 
 
 def machine(commit: str | None = None) -> dict[str, str]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = ""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    if commit is not None:
-        commit += " (a `git archive` snapshot of funnelsync/)"
-    else:
-        try:
-            commit = git("rev-parse", "--short", "HEAD") + " working tree"
-            dirty = [line.split(maxsplit=1)[-1] for line in git(
-                "status", "--porcelain", "--untracked-files=all", "--", "funnelsync").splitlines()]
-            if dirty:
-                commit += f" with uncommitted changes to {', '.join(dirty)}"
-        except OSError:
-            commit = ""
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    facts = common.machine(("funnelsync", "hubspot-api-client", "sqlalchemy", "urllib3"))
     return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": f"{model or platform.processor() or 'unknown'}; {os.cpu_count()} logical cores "
-               f"({affinity} usable)",
-        "memory": memory or "unknown",
-        "os": f"{platform.system()} {platform.release()}",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "packages": ", ".join(f"{name} {metadata.version(name)}" for name in
-                              ("funnelsync", "hubspot-api-client", "sqlalchemy", "urllib3")),
-        "commit": commit or "unknown",
+        **facts,
+        "commit": (f"{commit} (a `git archive` snapshot of funnelsync/)" if commit is not None
+                   else f"{common.working_tree_commit()} working tree"),
         "load": "load average {:.2f} {:.2f} {:.2f} at the start".format(*os.getloadavg()),
     }
 
