@@ -349,3 +349,27 @@ def test_status_shows_an_interrupted_run_and_what_the_next_run_resumes(
     after = funnelsync("-c", str(config_file), "status")
     assert "did not finish" not in after.stdout
     assert "interrupted" in after.stdout
+
+
+def test_a_killed_sync_still_counts_its_calls_toward_the_days_budget(
+    config_file: Path, analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    analytics.add_many(1000, calls=5)
+    upsert = "/crm/v3/objects/contacts/batch/upsert"
+    sandbox.inject_fault(method="POST", path_prefix=upsert, kind="slow", delay=0.2, count=10**6)
+    with (tmp_path / "sync.log").open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "funnelsync", "-c", str(config_file), "sync"],
+                                   stdout=log, stderr=subprocess.STDOUT, env={**os.environ, TOKEN_ENV: TOKEN})
+    try:
+        wait_for(lambda: sum(r["path"] == upsert for r in sandbox.store.request_log()) >= 4)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    received = len(sandbox.store.request_log())
+    state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    [killed] = state.recent_runs()
+    assert killed.outcome == "running"
+    # all but the call in flight when it was killed (received, its answer never recorded)
+    assert received - 1 <= killed.api_calls <= received
+    assert state.api_calls_today() == killed.api_calls
+    state.close()

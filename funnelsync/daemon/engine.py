@@ -123,6 +123,7 @@ class SyncEngine:
             return summary
         with self.state.exclusive():
             run_id = self.state.start_run()
+            self.state.count_calls(run_id, self._calls)
             bound = log.bind(run_id=run_id)
             try:
                 summary = self._run(run_id)

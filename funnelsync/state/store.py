@@ -6,7 +6,7 @@ import functools
 import hashlib
 import json
 import statistics
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -166,6 +166,7 @@ class StateStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
+        self._counting: tuple[int, Callable[[], int]] | None = None  # see count_calls
         try:
             migrate(self.engine)
         except BaseException:
@@ -244,7 +245,19 @@ class StateStore:
             assert run.id is not None
             return run.id
 
+    def count_calls(self, run_id: int, calls_made: Callable[[], int]) -> None:
+        """From now on, each transaction that records the run's work in HubSpot also records
+        how many calls it has made: a killed run's calls still count toward the day's budget."""
+        self._counting = (run_id, calls_made)
+
+    def _record_calls(self, session: Session) -> None:
+        if self._counting is not None:
+            run_id, calls_made = self._counting
+            session.exec(update(Run).where(col(Run.id) == run_id).values(api_calls=calls_made()))
+
     def finish_run(self, run_id: int, outcome: str, **counts: int | str) -> None:
+        if self._counting is not None and self._counting[0] == run_id:
+            self._counting = None
         with Session(self.engine) as session:
             run = session.get(Run, run_id)
             assert run is not None
@@ -382,6 +395,7 @@ class StateStore:
                 session.exec(update(Operation).where(col(Operation.id) == operation_id)
                              .values(status="done", updated_at=now, attempts=Operation.attempts + 1,
                                      payload=_NO_PAYLOAD))
+            self._record_calls(session)
             session.commit()
 
     @staticmethod
@@ -495,6 +509,7 @@ class StateStore:
         with Session(self.engine) as session:
             for chunk in _chunks(list(ids)):  # type: ignore[arg-type]
                 session.exec(update(Operation).where(self._in(Operation.id, chunk)).values(**values))
+            self._record_calls(session)
             session.commit()
 
     def enrollment_counts(self) -> dict[str, int]:
