@@ -38,7 +38,7 @@ from funnelsync.state.models import (
 )
 
 # A write operation's payload once it is done or superseded: the contacts table holds what was
-# written, the next diff re-plans what was not, and the payloads were half of a backfill's state.
+# written, the next diff re-plans what was not, and the payloads were a quarter of a backfill's state.
 _NO_PAYLOAD = "[]"
 _CHUNK = 2000  # rows a statement reads or changes at most; its values travel as one parameter
 
