@@ -217,20 +217,16 @@ class StateStore:
         return found
 
     def record_ids(self, emails: Iterable[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        with self.engine.connect() as connection:
-            for chunk in _chunks(list(emails)):
-                query = sa.select(Contact.email, Contact.record_id).where(self._in(Contact.email, chunk))
-                found.update({email: rid for email, rid in connection.execute(query) if rid})
-        return found
+        return {email: rid for email, rid in self._contacts_column(emails, Contact.record_id) if rid}
 
     def written_properties(self, emails: Iterable[str]) -> dict[str, dict[str, str]]:
-        found: dict[str, dict[str, str]] = {}
+        return {email: json.loads(held) for email, held in self._contacts_column(emails, Contact.properties)}
+
+    def _contacts_column(self, emails: Iterable[str], column: Any) -> Iterator[tuple[str, Any]]:
+        """(email, column) of each of these contacts the state holds."""
         with self.engine.connect() as connection:
             for chunk in _chunks(list(emails)):
-                query = sa.select(Contact.email, Contact.properties).where(self._in(Contact.email, chunk))
-                found.update({email: json.loads(properties) for email, properties in connection.execute(query)})
-        return found
+                yield from connection.execute(sa.select(Contact.email, column).where(self._in(Contact.email, chunk)))
 
     def _in(self, column: Any, values: Sequence[object]) -> sa.ColumnElement[bool]:
         return in_values(self.engine, column, values)
