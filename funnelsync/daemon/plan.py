@@ -3,7 +3,8 @@
 Rows are planned in chunks, each diffed against the state with one look-up, and the writes go
 to a sink as they are found: the journal for a real run, a preview for `plan`. Memory stays flat
 however many contacts the source has. A chunk's look-up runs in a second thread while its rows
-are mapped: the database works (in its own process, or in SQLite's C code) while Python maps.
+are mapped: PostgreSQL answers from its own process meanwhile (a few per cent of the planning
+time); on SQLite it measured no different from looking up in turn.
 """
 
 from __future__ import annotations
