@@ -16,6 +16,7 @@ import sys
 import tomllib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -238,6 +239,18 @@ class FakeMoesif:
         """For the n-th calls to `path` where `when(n)`: answer (status, headers, body), or
         raise it when it is an exception."""
         self.failures.append((path, when, answer))
+
+    @contextmanager
+    def serving(self, *passthru: str) -> Iterator[FakeMoesif]:
+        """Answer every `requests` call to BASE_URL while inside; calls to `passthru` prefixes go
+        out for real; on leaving, no request may have broken Moesif's spec."""
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+            mock.add_callback(responses.POST, re.compile(re.escape(BASE_URL) + r"/.*"), callback=self.handle,
+                              content_type="application/json")
+            for prefix in passthru:
+                mock.add_passthru(prefix)
+            yield self
+        assert self.violations == [], "requests that break Moesif's spec"
 
     def handle(self, request: requests.PreparedRequest) -> Any:
         template, problems = CHECKER.check(request)
@@ -608,16 +621,8 @@ def world() -> World:
 
 @pytest.fixture
 def fake(world: World) -> Iterator[FakeMoesif]:
-    moesif = FakeMoesif(world.users, world.events)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add_callback(
-            responses.POST,
-            re.compile(re.escape(BASE_URL) + r"/.*"),
-            callback=moesif.handle,
-            content_type="application/json",
-        )
+    with FakeMoesif(world.users, world.events).serving() as moesif:
         yield moesif
-    assert moesif.violations == [], "requests that break Moesif's spec"
 
 
 @pytest.fixture
