@@ -205,7 +205,7 @@ def test_a_foreign_database_is_refused_and_left_untouched(tmp_path: Path) -> Non
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE customers (id INTEGER)")
     before = path.read_bytes()
-    with pytest.raises(StateError, match="tables that are not funnelsync's"):
+    with pytest.raises(StateError, match="tables or views that are not funnelsync's"):
         StateStore(f"sqlite:///{path}")
     assert path.read_bytes() == before
 
