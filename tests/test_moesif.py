@@ -1147,7 +1147,7 @@ def test_base_url_must_be_an_http_url(url: str) -> None:
     ("url", "kept"),
     [
         ("https://api.moesif.com/v1/", "https://api.moesif.com/v1"),
-        ("http://moesif-proxy:9500/api/v1", "http://moesif-proxy:9500/api/v1"),
+        ("https://moesif-proxy:9500/api/v1", "https://moesif-proxy:9500/api/v1"),
     ],
 )
 def test_base_url_loses_its_trailing_slash(url: str, kept: str) -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import idna
+
 from funnelsync.config import Config
 from funnelsync.mappings.funnel import stage_for
 from funnelsync.mappings.segments import compile_segments, segment_properties, segments_of
@@ -19,13 +21,30 @@ _EMAIL = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_LABEL}(?:\.{_LABEL}
 
 
 def normalize_email(raw: Any) -> str | None:
-    """Trimmed and lower-cased, or None when it is not an email HubSpot would take."""
+    """Trimmed and lower-cased, with an internationalised domain in its ASCII form, or None when
+    it is not an email HubSpot would take."""
     if not isinstance(raw, str):
         return None
-    email = raw.strip().lower()
+    local, at, domain = raw.strip().lower().rpartition("@")
+    ascii_domain = _ascii_domain(domain) if at else None
+    if ascii_domain is None:
+        return None
+    email = f"{local}@{ascii_domain}"
     if len(email) > 254 or not _EMAIL.match(email) or ".." in email:
         return None
     return email
+
+
+def _ascii_domain(domain: str) -> str | None:
+    """The domain as DNS and HubSpot know it (`bücher.example` -> `xn--bcher-kva.example`), or
+    None when it has no such form. IDNA 2008 with UTS 46 mapping, as browsers and registries use:
+    Python's own `idna` codec is IDNA 2003, which makes `straße.de` into another domain."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except UnicodeError:  # idna.IDNAError, and the codec's own
+        return None
 
 
 @dataclass(frozen=True)

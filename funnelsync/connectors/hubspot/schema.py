@@ -23,6 +23,30 @@ def _option_inputs(values: Sequence[tuple[str, str]]) -> list[OptionInput]:
     ]
 
 
+def _read_only_value(current: object) -> bool:
+    """HubSpot sets this property's value itself (hs_object_id, createdate...): a batch that
+    writes it is refused whole."""
+    metadata = getattr(current, "modification_metadata", None)
+    return bool(getattr(metadata, "read_only_value", False))
+
+
+def _name_key(spec: PropertySpec) -> str:
+    """The TOML key that names the property, for a spec asked for by `spec.config_key`."""
+    if spec.config_key.startswith("properties["):
+        return f"{spec.config_key}.name"
+    if spec.config_key.startswith("segments[") or spec.config_key == "funnel":
+        return f"{spec.config_key}.property"
+    return spec.config_key
+
+
+def _read_only_problem(spec: PropertySpec, current: object) -> ConfigProblem:
+    return ConfigProblem(
+        _name_key(spec),
+        f"HubSpot does not let API writes change the contact property {spec.name!r} (label "
+        f"{current.label!r}): it is read-only, set by HubSpot itself. Choose another `name`",  # type: ignore[attr-defined]
+    )
+
+
 class PropertyProvisioner:
     def __init__(self, api: HubSpotApi) -> None:
         self.api = api
@@ -60,7 +84,9 @@ class PropertyProvisioner:
         problems = []
         for spec in specs:
             current = existing.get(spec.name)
-            if current is not None and current.type != spec.type:  # type: ignore[attr-defined]
+            if current is not None and _read_only_value(current):
+                problems.append(_read_only_problem(spec, current))
+            elif current is not None and current.type != spec.type:  # type: ignore[attr-defined]
                 problems.append(
                     ConfigProblem(
                         spec.config_key,

@@ -46,6 +46,9 @@ def is_valid_email(address: str) -> bool:
 
 def stored_value(prop: dict[str, Any], value: str) -> str:
     """The value as HubSpot stores and returns it; raises ValueProblem if HubSpot refuses it."""
+    if prop.get("modificationMetadata", {}).get("readOnlyValue"):
+        raise ValueProblem("READ_ONLY_VALUE", f'"{prop["name"]}" is a read only property; its value cannot be set.',
+                           prop["name"], value)
     if value == "":
         return ""  # an empty string clears the property, whatever its type
     check = _CHECKS.get(prop["type"], _check_string)
