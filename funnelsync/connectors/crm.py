@@ -82,3 +82,28 @@ class Crm(ABC):
     @abstractmethod
     def calls_made(self) -> int:
         """HTTP requests sent so far, retries included."""
+
+    # -- reading back (`state rebuild`, and the lost-state check before a sync) -----------------
+
+    @abstractmethod
+    def contacts_holding(self, names: Sequence[str]) -> int:
+        """How many contacts hold a value for any of these properties (at least; 0 when none
+        of them exists in the portal). One cheap look, not a count to rely on: the CRM's
+        search index lags recent writes."""
+
+    @abstractmethod
+    def read_contacts(self, emails: Sequence[str], properties: Sequence[str]) -> list[HeldContact]:
+        """These contacts as the CRM holds them, by email; one not in the CRM is left out."""
+
+    @abstractmethod
+    def list_members(self, list_id: str) -> set[str]:
+        """The record ids of every member of a static list."""
+
+
+@dataclass(frozen=True)
+class HeldContact:
+    """A contact as the CRM holds it: only the properties asked for that have a value."""
+
+    email: str
+    record_id: str
+    properties: dict[str, str]

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from funnelsync.config import Enroll
+from funnelsync.daemon.lost_state import LostState
 from funnelsync.state.store import PlannedWrite, SegmentChange, StateStore
 
 PREVIEW_LIMIT = 200
@@ -59,6 +60,7 @@ class PreviewSink:
         self.limit = limit
         self.writes: list[PlannedWrite] = []
         self.unsent = 0
+        self.lost_state: LostState | None = None  # a real run would stop before writing
         self._planned: dict[str, PlannedWrite] = {}
 
     def add_writes(self, writes: Sequence[PlannedWrite]) -> None:

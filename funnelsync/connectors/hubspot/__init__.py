@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 from funnelsync.config import HubSpotSettings
-from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport, WriteResult
+from funnelsync.connectors.crm import ContactWrite, Crm, HeldContact, SchemaReport, WriteResult
 from funnelsync.connectors.hubspot.automation import Automation
 from funnelsync.connectors.hubspot.client import HubSpotApi
 from funnelsync.connectors.hubspot.contacts import ContactWriter
+from funnelsync.connectors.hubspot.reading import ContactReader
 from funnelsync.connectors.hubspot.schema import PropertyProvisioner
 from funnelsync.mappings.schema import PropertySpec
 
@@ -62,6 +64,19 @@ class HubSpotCrm(Crm):
     @property
     def calls_made(self) -> int:
         return self.api.calls
+
+    @functools.cached_property
+    def _reader(self) -> ContactReader:
+        return ContactReader(self.api)
+
+    def contacts_holding(self, names: Sequence[str]) -> int:
+        return self._reader.contacts_holding(names)
+
+    def read_contacts(self, emails: Sequence[str], properties: Sequence[str]) -> list[HeldContact]:
+        return self._reader.read_contacts(emails, properties)
+
+    def list_members(self, list_id: str) -> set[str]:
+        return self._reader.list_members(list_id)
 
 
 __all__ = ["HubSpotCrm"]

@@ -2,7 +2,7 @@
 `hubspot-api-client` against it over real HTTP.
 
 It serves the endpoints funnelsync uses with HubSpot's paths, bodies, status codes and limits:
-contact property groups and properties, contact batch upsert/read, static lists and their
+contact property groups and properties, contact batch upsert/read and search, static lists and their
 memberships, legacy (v2) workflow enrollment, v4 workflow id mappings and sales sequences. It
 checks what it is sent and what it answers with the `hubspot` client's own models, keeps what
 it was sent (`store`, `GET /`, `GET /_sandbox/state`) and can be made to fail on purpose

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from . import automation_api, contacts_api, lists_api, properties_api
+from . import automation_api, contacts_api, lists_api, properties_api, search_api
 from .calls import Answer, ApiCall
 from .store import SandboxStore
 
@@ -58,6 +58,7 @@ ROUTES = (
            properties_api.update_property),
     _route("POST", f"{CONTACTS}/batch/upsert", CONTACTS_WRITE, contacts_api.batch_upsert),
     _route("POST", f"{CONTACTS}/batch/read", CONTACTS_READ, contacts_api.batch_read),
+    _route("POST", f"{CONTACTS}/search", CONTACTS_READ, search_api.search),
     _route("GET", CONTACTS, CONTACTS_READ, contacts_api.list_contacts),
     _route("GET", f"{CONTACTS}/{{contact_id}}", CONTACTS_READ, contacts_api.get_contact),
     _route("POST", f"{LISTS}/", LISTS_WRITE, lists_api.create_list),
