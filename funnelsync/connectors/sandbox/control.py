@@ -77,6 +77,7 @@ def _faults(sandbox: SandboxServer, body: bytes) -> Answer:
         count=int(fields.get("count", 1)),
         delay=float(fields.get("delay", 0.0)),
         emails=fields.get("emails"),
+        every=int(fields.get("every", 1)),
     )
     return Answer(201, fault.as_dict())
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 import time
 from collections import deque
@@ -12,7 +14,10 @@ INTERVAL_SECONDS = 10.0
 # advertised burst when none is set: large, so a client pacing itself on the headers never waits
 UNLIMITED_BURST = 10_000
 
-FAULT_KINDS = ("status", "reset", "slow", "reject_rows")
+# before HubSpot applies the request: status, reset, slow, reject_rows; after it applied it (the
+# answer lost on the way back): reset_after, late (answered after `delay`), status_after (a 5xx)
+FAULT_KINDS = ("status", "reset", "slow", "reject_rows", "reset_after", "late", "status_after")
+AFTER_APPLYING = frozenset({"reset_after", "late", "status_after"})
 
 
 @dataclass(frozen=True)
@@ -82,13 +87,19 @@ class RateLimiter:
         return headers
 
 
+@functools.lru_cache(maxsize=64)
+def _prefix_pattern(prefix: str) -> re.Pattern[str]:
+    return re.compile("[^/]+".join(re.escape(part) for part in prefix.split("*")))
+
+
 def _today() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
 @dataclass
 class Fault:
-    """What happens to the next `count` requests matching `method` and `path_prefix`."""
+    """What happens to the next `count` requests matching `method` and `path_prefix` (with
+    `every` = n, to every n-th of them, the others passing untouched)."""
 
     method: str
     path_prefix: str
@@ -97,6 +108,12 @@ class Fault:
     count: int = 1
     delay: float = 0.0
     emails: frozenset[str] = field(default_factory=frozenset)
+    every: int = 1
+    seen: int = 0
+
+    @property
+    def after_applying(self) -> bool:
+        return self.kind in AFTER_APPLYING
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -104,7 +121,9 @@ class Fault:
                 f"fault kind must be one of {', '.join(FAULT_KINDS)}, not {self.kind!r}")
         if self.count < 1:
             raise ValueError("fault count must be at least 1")
-        if self.kind == "status" and not 400 <= self.status <= 599:
+        if self.every < 1:
+            raise ValueError("fault every must be at least 1")
+        if self.kind in ("status", "status_after") and not 400 <= self.status <= 599:
             raise ValueError("a status fault answers a 4xx or 5xx status")
         if self.kind == "reject_rows" and not self.emails:
             raise ValueError("a reject_rows fault names the emails to reject")
@@ -112,12 +131,13 @@ class Fault:
         self.emails = frozenset(email.lower() for email in self.emails)
 
     def matches(self, method: str, path: str) -> bool:
-        return self.method == method and path.startswith(self.path_prefix)
+        """`*` in the prefix stands for one path segment (a list id, say)."""
+        return self.method == method and _prefix_pattern(self.path_prefix).match(path) is not None
 
     def as_dict(self) -> dict[str, object]:
         return {"method": self.method, "path_prefix": self.path_prefix, "kind": self.kind,
                 "status": self.status, "count": self.count, "delay": self.delay,
-                "emails": sorted(self.emails)}
+                "emails": sorted(self.emails), "every": self.every}
 
 
 class FaultBook:
@@ -135,6 +155,9 @@ class FaultBook:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(method, path):
+                    fault.seen += 1
+                    if fault.seen % fault.every:
+                        return None
                     fault.count -= 1
                     if fault.count == 0:
                         self._faults.remove(fault)

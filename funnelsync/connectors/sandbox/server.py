@@ -96,9 +96,11 @@ class SandboxServer:
 
     def inject_fault(self, method: str = "POST", path_prefix: str = UPSERT_PATH,
                      kind: str = "status", status: int = 503, count: int = 1, delay: float = 0.0,
-                     emails: Iterable[str] | None = None) -> Fault:
-        """Make the next `count` matching API requests fail: status | reset | slow | reject_rows."""
-        fault = Fault(method, path_prefix, kind, status, count, delay, frozenset(emails or ()))
+                     emails: Iterable[str] | None = None, every: int = 1) -> Fault:
+        """Make the next `count` matching API requests (or every `every`-th of them) fail:
+        before they are applied (status | reset | slow | reject_rows) or after (reset_after |
+        late | status_after)."""
+        fault = Fault(method, path_prefix, kind, status, count, delay, frozenset(emails or ()), every)
         self.faults.add(fault)
         return fault
 
@@ -137,7 +139,8 @@ class SandboxServer:
             if fault is not None and fault.kind == "reset":
                 return None
             rejected = _undergo(fault)
-            return self._execute(ApiCall(method, path, query, {}, body, rejected))
+            answer = self._execute(ApiCall(method, path, query, {}, body, rejected))
+            return _lose(answer, fault) if fault is not None and fault.after_applying else answer
         except HubSpotError as error:
             return _error_answer(error)
 
@@ -155,14 +158,25 @@ class SandboxServer:
 
 
 def _undergo(fault: Fault | None) -> frozenset[str]:
-    """Apply a fault that still answers; returns the emails a `reject_rows` fault refuses."""
-    if fault is None:
+    """Apply a fault that comes before the request is applied; returns the emails a
+    `reject_rows` fault refuses."""
+    if fault is None or fault.after_applying:
         return frozenset()
     if fault.kind == "status":
         raise server_error(fault.status)
     if fault.kind == "slow":
         time.sleep(fault.delay)
     return fault.emails if fault.kind == "reject_rows" else frozenset()
+
+
+def _lose(answer: Answer, fault: Fault) -> Answer | None:
+    """The request was applied; its answer is lost on the way back."""
+    if fault.kind == "reset_after":
+        return None
+    if fault.kind == "status_after":
+        return _error_answer(server_error(fault.status))
+    time.sleep(fault.delay)  # late: after the client gave up waiting
+    return answer
 
 
 def _bearer_token(headers: Mapping[str, str]) -> str | None:
