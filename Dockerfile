@@ -7,7 +7,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    FUNNELSYNC_CONFIG=/etc/funnelsync/config.toml
+    FUNNELSYNC_CONFIG=/etc/funnelsync/config.toml \
+    FUNNELSYNC_STATE_URL=sqlite:////var/lib/funnelsync/funnelsync-state.db
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/funnelsync --create-home funnelsync
 

@@ -6,6 +6,7 @@ the file: the config names the environment variable that holds each token.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -24,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from funnelsync.errors import ConfigError, ConfigProblem
 
@@ -52,6 +55,38 @@ def _env_name(value: str) -> str:
     if not _ENV_NAME.match(value):
         raise ValueError(f"{value!r} is not an environment variable name")
     return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _api_base_url(value: str, example: str) -> str:
+    """The base URL of an API that is sent a token: only the token authenticates, and only over
+    TLS, unless the API is on this machine (the sandbox)."""
+    text = value.strip()
+    url = urlsplit(text)
+    if url.scheme not in ("http", "https") or not url.hostname or re.search(r"\s", text):
+        raise ValueError(f"{value!r} is not an http(s) URL such as {example}")
+    if "?" in text or "#" in text:
+        raise ValueError(f"{value!r} is not a base http(s) URL: leave out the query string or fragment "
+                         f"(e.g. {example})")
+    if "@" in url.netloc:
+        raise ValueError(f"{value!r} carries a user name or password: leave it out, the token is read "
+                         "from the environment variable that token_env names")
+    try:
+        url.port  # noqa: B018  (raises for a port that is not a number in range)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an http(s) URL: its port is not a number") from None
+    if url.scheme == "http" and not _loopback(url.hostname):
+        raise ValueError(f"{value!r} is plain http:// to another machine: the token would travel in clear "
+                         f"text; use https:// (plain http:// only to a loopback address such as 127.0.0.1)")
+    return text.rstrip("/")
 
 
 class SqlSource(_Strict):
@@ -87,10 +122,7 @@ class MoesifSource(_Strict):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        url = urlsplit(value.strip())
-        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
-            raise ValueError(f"{value!r} is not an http(s) URL such as https://api.moesif.com/v1")
-        return value.strip().rstrip("/")
+        return _api_base_url(value, "https://api.moesif.com/v1")
 
     @field_validator("window", "lookback")
     @classmethod
@@ -165,9 +197,7 @@ class HubSpotSettings(_Strict):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value.rstrip("/")
+        return _api_base_url(value, "https://api.hubapi.com")
 
 
 class StateSettings(_Strict):
@@ -179,6 +209,8 @@ class DaemonSettings(_Strict):
     schedule: str = "*/15 * * * *"
     http: str = "127.0.0.1:9108"
     standby_poll_seconds: float = Field(default=10.0, gt=0)  # how often a standby tries to take over
+    # after SIGTERM, how long a run may take to stop before the process exits (Kubernetes kills at 30 s)
+    stop_grace_seconds: float = Field(default=20.0, gt=0)
 
     @field_validator("schedule")
     @classmethod
@@ -406,7 +438,63 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=str(location)) from None
-    return parse_config(data, path=str(location))
+    _paths_beside(data, Path(os.path.abspath(location)).parent)
+    from_environment = _environment_overrides(data)
+    try:
+        return parse_config(data, path=str(location))
+    except ConfigError as exc:
+        raise ConfigError([_naming_the_variable(problem, from_environment) for problem in exc.problems],
+                          path=str(location)) from None
+
+
+# Settings that differ between environments (a laptop, staging, a pod): when set, the variable
+# wins over the file. A relative SQLite path in one is taken from the working directory.
+ENVIRONMENT_OVERRIDES = {
+    "FUNNELSYNC_STATE_URL": ("state", "url"),
+    "FUNNELSYNC_SOURCE_URL": ("source", "url"),
+    "FUNNELSYNC_HTTP": ("daemon", "http"),
+}
+
+
+def _environment_overrides(data: dict[str, Any]) -> dict[str, str]:
+    """Put the environment's settings into `data`; returns TOML key -> the variable it came from."""
+    applied = {}
+    for variable, (section, key) in ENVIRONMENT_OVERRIDES.items():
+        value = os.environ.get(variable, "").strip()
+        if value:
+            table = data.setdefault(section, {})
+            if isinstance(table, dict):
+                table[key] = value
+                applied[f"{section}.{key}"] = variable
+    return applied
+
+
+def _naming_the_variable(problem: ConfigProblem, from_environment: Mapping[str, str]) -> ConfigProblem:
+    variable = from_environment.get(problem.key)
+    return ConfigProblem(f"{problem.key} (from ${variable})", problem.message) if variable else problem
+
+
+def _paths_beside(data: dict[str, Any], folder: Path) -> None:
+    """Take the file's relative SQLite paths from `folder` (the config file's), so that what it
+    names does not change with the directory funnelsync is started from."""
+    state = data.setdefault("state", {})
+    if isinstance(state, dict):
+        state["url"] = _sqlite_beside(str(state.get("url", StateSettings().url)), folder)
+    source = data.get("source")
+    if isinstance(source, dict) and source.get("kind") == "sql" and isinstance(source.get("url"), str):
+        source["url"] = _sqlite_beside(source["url"], folder)
+
+
+def _sqlite_beside(url_text: str, folder: Path) -> str:
+    try:
+        url = make_url(url_text)
+    except ArgumentError:
+        return url_text  # reported where the URL is opened
+    database = url.database or ""
+    if (url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:")
+            or Path(database).is_absolute()):
+        return url_text
+    return url.set(database=str(folder / database)).render_as_string(hide_password=False)
 
 
 def read_token(env_name: str, toml_key: str) -> str:

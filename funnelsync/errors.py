@@ -84,6 +84,16 @@ class RateLimited(RetriableError):
     """HubSpot's (or Moesif's) short-window limit answered 429."""
 
 
+class OutcomeUnknown(RetriableError):
+    """A request that is not idempotent was sent, and its answer was lost (a timeout, a reset
+    after sending, a 5xx after a possible apply): HubSpot may have applied it. It is never sent
+    again blindly: the caller first settles it against what HubSpot holds."""
+
+
+class StopRequested(FunnelsyncError):
+    """SIGTERM/SIGINT asked the run to stop; what is left is carried on by the next run."""
+
+
 class BatchRejected(FunnelsyncError):
     """A whole batch was refused (HubSpot 400) because of some of its rows.
 
@@ -94,3 +104,14 @@ class BatchRejected(FunnelsyncError):
         super().__init__(message)
         self.body = body or {}
         self.code = code
+
+
+class StateLost(FatalError):
+    """The state is new or empty but HubSpot already holds funnelsync's data: a sync would take
+    every contact for new, enroll it again and rewrite its stage entry dates."""
+
+
+class RebuildRefused(FunnelsyncError):
+    """`state rebuild` was asked to fill a state that already holds contacts."""
+
+    exit_status = 2

@@ -38,9 +38,10 @@ def write_toml(path: Path, data: dict[str, Any]) -> Path:
     for stage in data.get("funnel", {}).get("stages", []):
         lines.append("[[funnel.stages]]")
         lines += [f"{k} = {value(v)}" for k, v in stage.items()]
-    for prop in data.get("properties", []):
-        lines.append("[[properties]]")
-        lines += [f"{k} = {value(v)}" for k, v in prop.items()]
+    for table in ("properties", "segments"):
+        for item in data.get(table, []):
+            lines.append(f"[[{table}]]")
+            lines += [f"{k} = {value(v)}" for k, v in item.items()]
     path.write_text("\n".join(lines) + "\n")
     tomllib.loads(path.read_text())
     return path

@@ -203,3 +203,37 @@ def test_sequence_ids_must_be_digits() -> None:
     funnel["stages"][1]["enroll"] = {"sequence": {"id": "abc", "sender_email": "a@b.c", "user_id": 7}}  # type: ignore[index]
     found = problems_of(minimal(funnel=funnel))
     assert "not a HubSpot id" in found["funnel.stages[1].enroll.sequence.id"]
+
+
+def test_the_environment_wins_over_the_file_for_what_differs_between_environments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "conf" / "config.toml"
+    path.parent.mkdir()
+    path.write_text((Path(__file__).parent.parent / "config.toml").read_text())
+    monkeypatch.setenv("FUNNELSYNC_STATE_URL", "postgresql+psycopg://funnelsync:secret@db/state")
+    monkeypatch.setenv("FUNNELSYNC_HTTP", "0.0.0.0:9108")
+    monkeypatch.setenv("FUNNELSYNC_SOURCE_URL", "sqlite:///analytics.db")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path)
+    assert config.state.url == "postgresql+psycopg://funnelsync:secret@db/state"
+    assert config.daemon.http == "0.0.0.0:9108"
+    assert config.source.url == "sqlite:///analytics.db"  # type: ignore[union-attr]  (a variable's path is the caller's)
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text((Path(__file__).parent.parent / "config.toml").read_text())
+    monkeypatch.setenv("FUNNELSYNC_HTTP", "no-port")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    [problem] = raised.value.problems
+    assert problem.key == "daemon.http (from $FUNNELSYNC_HTTP)" and "HOST:PORT" in problem.message
+
+
+def test_relative_sqlite_paths_in_the_file_are_taken_from_its_folder(tmp_path: Path) -> None:
+    path = tmp_path / "conf" / "config.toml"
+    path.parent.mkdir()
+    path.write_text((Path(__file__).parent.parent / "config.toml").read_text())
+    config = load_config(path)
+    assert config.state.url.endswith(str(tmp_path / "conf" / "funnelsync-state.db"))

@@ -14,6 +14,7 @@ from funnelsync.connectors.hubspot import HubSpotCrm
 from funnelsync.connectors.sandbox import SandboxServer
 from funnelsync.connectors.sql import SqlUsageSource
 from funnelsync.daemon.engine import RunSummary, SyncEngine
+from funnelsync.daemon.enrollments import SENDS_PER_RUN
 from funnelsync.state import StateStore
 from tests.conftest import TOKEN, Analytics, config_data
 
@@ -238,8 +239,14 @@ def test_a_token_without_the_automation_scope_still_writes_contacts(
         summary = sync(config)
         assert summary.written == 1 and summary.enrollments.failed == 1
         assert "automation" in summary.enrollments.problems[f"workflow {WORKFLOW}"]
-        [run] = StateStore(config.state.url).recent_runs(1)
-        assert run.outcome == "ok"
+        assert summary.exit_status == 1
+        state = StateStore(config.state.url)
+        [run] = state.recent_runs(1)
+        assert run.outcome == "enrollments-failed" and "1 enrollment(s) failed" in run.message
+        [failed] = state.failed_enrollments()
+        assert (failed.email, failed.kind, failed.status) == ("ada@example.com", "enroll_workflow", "planned")
+        assert "automation" in failed.last_error
+        state.close()
 
 
 def test_hubspot_not_answering_during_enrollment_leaves_the_rest_for_the_next_run(
@@ -247,12 +254,15 @@ def test_hubspot_not_answering_during_enrollment_leaves_the_rest_for_the_next_ru
 ) -> None:
     for i in range(5):
         analytics.add(f"dev{i}@example.com", calls=10)
-    sandbox.inject_fault(method="POST", path_prefix="/automation/v2/workflows", kind="status", status=503, count=6)
+    sandbox.inject_fault(method="POST", path_prefix="/automation/v2/workflows", kind="status", status=503,
+                         count=SENDS_PER_RUN)
     crm = HubSpotCrm(config.hubspot, TOKEN, sleep=lambda _: None)
     first = sync(config, crm=crm)
     assert first.written == 5
     assert first.enrollments.halted and first.enrollments.failed == 1
-    assert len(answered_requests(sandbox, "/automation/v2/workflows")) == 6  # one enrollment's retries, no more
+    sent = [r["method"] for r in answered_requests(sandbox, "/automation/v2/workflows")]
+    # a 5xx may follow an apply: each send but the first is preceded by a look at the contact
+    assert sent == ["POST", "GET"] * (SENDS_PER_RUN - 1) + ["POST"]
     second = sync(config)
     assert second.enrollments.done == {"enroll_workflow": 5}
     assert workflow_enrollments(sandbox) == {f"dev{i}@example.com": 1 for i in range(5)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from funnelsync.connectors.sandbox import SandboxServer
 from funnelsync.daemon import plan as plan_module
 from funnelsync.daemon.plan import Planner
 from funnelsync.daemon.runner import run_sync
+from funnelsync.daemon.shutdown import Shutdown
 from funnelsync.errors import ConfigError, CredentialsError, FatalError
 from funnelsync.state import StateStore
 from tests.conftest import Analytics, config_data
@@ -203,7 +203,8 @@ def test_an_unreachable_source_is_fatal_and_writes_nothing(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     data = config_data(Analytics(tmp_path / "a.db"), sandbox.url, tmp_path / "state.db")
-    data["source"]["url"] = f"sqlite:///{tmp_path}/missing-dir/analytics.db"
+    (tmp_path / "not-a-database").mkdir()  # a missing file is a config error, not an unreachable source
+    data["source"]["url"] = f"sqlite:///{tmp_path}/not-a-database"
     with pytest.raises(FatalError, match="cannot reach the source database"):
         run_sync(parse_config(data), dry_run=False)
     assert upserts(sandbox) == []
@@ -257,15 +258,15 @@ def test_a_stop_while_planning_sends_nothing_and_the_next_run_plans_everything(
 ) -> None:
     analytics.add_many(250, calls=5)
     monkeypatch.setattr(plan_module, "CHUNK", 100)
-    stop = threading.Event()
+    shutdown = Shutdown(grace_seconds=20)
     diff_chunk = Planner._diff_chunk
 
     def stop_after_the_first_chunk(self: Planner, *args: object) -> None:
         diff_chunk(self, *args)  # type: ignore[arg-type]
-        stop.set()
+        shutdown.stop.set()
 
     monkeypatch.setattr(Planner, "_diff_chunk", stop_after_the_first_chunk)
-    stopped = run_sync(config, dry_run=False, stop=stop)
+    stopped = run_sync(config, dry_run=False, shutdown=shutdown)
 
     assert (stopped.outcome, stopped.rows_read, stopped.written) == ("stopped", 100, 0)
     assert upserts(sandbox) == []

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from funnelsync.errors import DailyLimitReached
+from funnelsync.errors import DailyLimitReached, StopRequested
 
 
 class RequestBudget:
@@ -25,13 +25,15 @@ class RequestBudget:
         daily_limit: int | None = None,
         used_today: int = 0,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.limit = limit
         self.interval = interval
         self.daily_limit = daily_limit
         self._clock = clock
-        self._sleep = sleep
+        self._stop = stop or threading.Event()
+        self._sleep = sleep or self._stop.wait  # a stop cuts the wait short
         self._sent: deque[float] = deque()
         self._lock = threading.Lock()
         self._blocked_until = 0.0
@@ -39,8 +41,10 @@ class RequestBudget:
         self.waited_seconds = 0.0
 
     def acquire(self) -> None:
-        """Block until one more request fits in the window; count it."""
+        """Block until one more request fits in the window; count it. A stop ends the wait."""
         while True:
+            if self._stop.is_set():
+                raise StopRequested("stopped while waiting for the rate budget")
             with self._lock:
                 if self.daily_limit is not None and self.used_today >= self.daily_limit:
                     raise DailyLimitReached(

@@ -1,5 +1,8 @@
 """One retry policy for every remote: retry `RetriableError` only, by class, never by text.
 
+An `OutcomeUnknown` is never retried here: the request may have been applied, and only its
+caller can settle that against the remote before sending it again.
+
 Waits are jittered exponential, but never shorter than the remote's `Retry-After`. Being rate
 limited is not a failure: 429s are waited out for up to `rate_limit_patience` seconds and do
 not use up the attempts, which count failures (5xx, timeouts, resets).
@@ -11,10 +14,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import structlog
-from tenacity import RetryCallState, Retrying, retry_if_exception_type
+from tenacity import RetryCallState, Retrying, retry_if_exception
 from tenacity.wait import wait_random_exponential
 
-from funnelsync.errors import RateLimited, RetriableError
+from funnelsync.errors import OutcomeUnknown, RateLimited, RetriableError
 
 T = TypeVar("T")
 log = structlog.get_logger("funnelsync.retry")
@@ -56,6 +59,10 @@ class _StopAfterFailures:
         return self.failures >= self.attempts
 
 
+def _worth_retrying(error: BaseException) -> bool:
+    return isinstance(error, RetriableError) and not isinstance(error, OutcomeUnknown)
+
+
 def call_with_retries(
     fn: Callable[..., T],
     *args: Any,
@@ -67,7 +74,7 @@ def call_with_retries(
     **kwargs: Any,
 ) -> T:
     retrying = Retrying(
-        retry=retry_if_exception_type(RetriableError),
+        retry=retry_if_exception(_worth_retrying),
         stop=_StopAfterFailures(attempts, rate_limit_patience),
         wait=_WaitHonouringRetryAfter(initial_wait, max_wait),
         before_sleep=_log_retry,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -32,7 +33,7 @@ def reports_errors(command: F) -> F:
             return command(*args, **kwargs)
         except FunnelsyncError as exc:
             if ctx.obj.get("debug"):
-                raise
+                traceback.print_exc()
             click.echo(f"funnelsync: {exc}", err=True)
             sys.exit(exc.exit_status)
 
@@ -129,7 +130,8 @@ def status() -> None:
     if pending:
         listed = ", ".join(f"{kind.replace('_', ' ')}: {count}" for kind, count in sorted(pending.items()))
         click.echo(f"enrollments pending: {listed}")
-    click.echo(f"rejected records: {len(state.rejects())} (see `funnelsync rejects`)")
+    click.echo(f"rejected records: {len(state.rejects())}, failed enrollments: {len(state.failed_enrollments())} "
+               "(see `funnelsync rejects`)")
 
 
 def _days(value: float | None) -> str:
@@ -143,7 +145,25 @@ def rejects() -> None:
     from funnelsync.daemon.report import rejects_text
     from funnelsync.daemon.runner import open_state_for_reading
 
-    click.echo(rejects_text(open_state_for_reading(_config()).rejects()))
+    state = open_state_for_reading(_config())
+    click.echo(rejects_text(state.rejects(), state.failed_enrollments()))
+
+
+@main.group(name="state")
+def state_group() -> None:
+    """The local state: rebuild it from HubSpot when it was lost."""
+
+
+@state_group.command()
+@click.option("--dry-run", is_flag=True, help="Print what it would record; write nothing to the state.")
+@reports_errors
+def rebuild(dry_run: bool) -> None:
+    """Read a lost state back from HubSpot (stages, entry dates, segments), so the next sync
+    enrolls nobody twice. Fills only a new or empty state (exit 2 otherwise)."""
+    from funnelsync.daemon.rebuild import rebuild_state
+    from funnelsync.daemon.report import rebuild_text
+
+    click.echo(rebuild_text(rebuild_state(_config(), dry_run=dry_run)))
 
 
 @main.command()

@@ -22,9 +22,10 @@ from funnelsync.config import Config
 from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport
 from funnelsync.connectors.source import Source
 from funnelsync.daemon.enrollments import EnrollmentRunner, EnrollmentSummary
+from funnelsync.daemon.lost_state import find_lost_state, refuse_lost_state
 from funnelsync.daemon.plan import Plan, Planner, check_columns
 from funnelsync.daemon.sinks import JournalSink, PreviewSink
-from funnelsync.errors import DailyLimitReached, FunnelsyncError
+from funnelsync.errors import DailyLimitReached, FunnelsyncError, StopRequested
 from funnelsync.mappings.contacts import ContactMapper
 from funnelsync.mappings.funnel import HELLO_WORLD_PROPERTY, WORKING_APP_PROPERTY, entry_properties
 from funnelsync.mappings.schema import property_specs
@@ -58,13 +59,30 @@ class RunSummary:
 
     @property
     def exit_status(self) -> int:
-        return 1 if self.rejected else 0
+        return 1 if self.rejected or self.enrollments.failed else 0
 
     @property
     def outcome(self) -> str:
+        """ok | rejects | enrollments-failed | stopped (the run's own word; `failed`,
+        `daily-limit` and `interrupted` are set where a run ends without a summary)."""
         if self.stopped_early:
             return "stopped"
+        if self.enrollments.failed:
+            return "enrollments-failed"
         return "rejects" if self.rejected else "ok"
+
+    def message(self) -> str:
+        """What a person should know of a run that did not do everything."""
+        parts = []
+        if self.rejected:
+            parts.append(f"{self.rejected} contact(s) rejected")
+        if self.enrollments.failed:
+            parts.append(f"{self.enrollments.failed} enrollment(s) failed")
+        if self.enrollments.halted:
+            parts.append(f"enrollment halted: {self.enrollments.halted}")
+        if self.stopped_early:
+            parts.append("stopped on request before the end: the next run carries on")
+        return "; ".join(parts)[:2000]
 
     def add_plan(self, plan: Plan) -> None:
         self.rows_read = plan.rows_read
@@ -114,6 +132,7 @@ class SyncEngine:
         self.progress = progress
         self.now = now
         self._funnel_recording = funnel_recording(config)
+        self.run_id: int | None = None
 
     def sync(self, *, dry_run: bool = False) -> RunSummary:
         started = time.monotonic()
@@ -122,23 +141,27 @@ class SyncEngine:
             summary.seconds = time.monotonic() - started
             return summary
         with self.state.exclusive():
-            run_id = self.state.start_run()
-            self.state.count_calls(run_id, self._calls)
+            run_id = self.run_id = self.state.start_run()
+            self.state.count_calls(run_id, self.calls)
             bound = log.bind(run_id=run_id)
             try:
                 summary = self._run(run_id)
+            except StopRequested as exc:
+                self.state.finish_run(run_id, "stopped", message=str(exc)[:2000], api_calls=self.calls())
+                bound.warning("sync stopped on request: the next run carries on", reason=str(exc))
+                raise
             except FunnelsyncError as exc:
                 outcome = "daily-limit" if isinstance(exc, DailyLimitReached) else "failed"
-                self.state.finish_run(run_id, outcome, message=str(exc)[:2000], api_calls=self._calls())
+                self.state.finish_run(run_id, outcome, message=str(exc)[:2000], api_calls=self.calls())
                 bound.error("sync failed", error=type(exc).__name__, reason=str(exc))
                 raise
             except BaseException as exc:
                 self.state.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000],
-                                      api_calls=self._calls())
+                                      api_calls=self.calls())
                 raise
             summary.seconds = time.monotonic() - started
             self.state.finish_run(
-                run_id, summary.outcome, rows_read=summary.rows_read,
+                run_id, summary.outcome, message=summary.message(), rows_read=summary.rows_read,
                 rows_skipped=sum(summary.skipped.values()), contacts_changed=summary.to_write,
                 contacts_written=summary.written, contacts_rejected=summary.rejected,
                 api_calls=summary.api_calls,
@@ -149,7 +172,7 @@ class SyncEngine:
                        resumed_writes=summary.resumed_writes, seconds=round(summary.seconds, 2))
             return summary
 
-    def _calls(self) -> int:
+    def calls(self) -> int:
         return self.crm.calls_made if self.crm else 0
 
     def _plan(self, sink: JournalSink | PreviewSink, now: datetime) -> Plan:
@@ -165,12 +188,14 @@ class SyncEngine:
     def _preview(self) -> RunSummary:
         summary = RunSummary(None, dry_run=True)
         summary.preview = PreviewSink()
+        summary.preview.lost_state = find_lost_state(self.config, self.state, self.crm)
         summary.add_plan(self._plan(summary.preview, self.now()))
         if self.crm is not None:
             summary.schema = self.crm.ensure_properties(property_specs(self.config), dry_run=True)
         return summary
 
     def _run(self, run_id: int) -> RunSummary:
+        refuse_lost_state(self.config, self.state, self.crm)
         summary = RunSummary(run_id, dry_run=False)
         summary.resumed_writes = self.state.recover(run_id)
         now = self.now()
@@ -188,7 +213,9 @@ class SyncEngine:
         self._write(run_id, summary)
         if not self.stop.is_set():
             summary.enrollments = EnrollmentRunner(self.crm, self.state, self.stop).run()
-        summary.api_calls = self._calls()
+        if self.stop.is_set() and self.state.pending_enrollments():
+            summary.stopped_early = True
+        summary.api_calls = self.calls()
         return summary
 
     def _write(self, run_id: int, summary: RunSummary) -> None:

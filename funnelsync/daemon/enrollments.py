@@ -1,10 +1,11 @@
 """Carrying out journaled enrollments: lists kept in step, workflows and sequences once per entry.
 
 Each enrollment is marked `started` in the state before the call and `done` after it. One left
-`started` by a crash has an unknown outcome: before it is tried again, HubSpot is asked whether
-the contact is already enrolled, so a crash never enrolls anyone twice. A failed enrollment goes
-back to `planned` with its reason and is tried again on the next run; contacts are written
-either way.
+`started` has an unknown outcome: a crash came between the call and its record, or the answer
+was lost (a timeout, a reset, a 5xx). Before it is sent again, in the same run or the next, HubSpot
+is asked whether the contact is already enrolled, so neither a crash nor a lost answer enrolls
+anyone twice. List changes are idempotent and simply resent. A refused enrollment goes back to
+`planned` with its reason and is tried again on the next run; contacts are written either way.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from funnelsync.errors import (
     CredentialsError,
     DailyLimitReached,
     EnrollmentTargetError,
+    FatalError,
     FunnelsyncError,
+    OutcomeUnknown,
 )
 from funnelsync.state.models import Operation
 from funnelsync.state.store import StateStore
@@ -32,6 +35,7 @@ from funnelsync.state.store import StateStore
 log = structlog.get_logger("funnelsync.enroll")
 LIST_KINDS = ("list_add", "list_remove")
 NOT_IN_HUBSPOT = "the contact is not in HubSpot yet (its write has not been confirmed)"
+SENDS_PER_RUN = 3  # of one enrollment whose answers keep being lost, each settled before the next
 
 
 @dataclass
@@ -39,6 +43,7 @@ class EnrollmentSummary:
     done: dict[str, int] = field(default_factory=dict)
     failed: int = 0
     already_enrolled: int = 0
+    answers_lost: int = 0
     problems: dict[str, str] = field(default_factory=dict)  # target -> reason
     halted: str = ""  # why the rest was left for the next run (HubSpot not answering)
 
@@ -157,21 +162,59 @@ class EnrollmentRunner:
         if operation.kind == "enroll_sequence" and record_id is None:
             self._fail([operation], NOT_IN_HUBSPOT)
             return
-        assert operation.id is not None
+        unknown = operation.status == "started"  # a crash came between its call and its record
         try:
-            if operation.status == "started" and self._already_enrolled(operation, record_id):
-                self.state.mark_operations([operation.id], "done", "found enrolled after an interrupted run")
-                self.summary.already_enrolled += 1
-                return
-            self.state.mark_operations([operation.id], "started")
-            self._call(operation, record_id)
+            for _ in range(SENDS_PER_RUN):
+                if unknown and self._settled(operation, record_id):
+                    return
+                unknown = self._send(operation, record_id)
+                if not unknown:
+                    return
         except DailyLimitReached:
             raise
         except FunnelsyncError as error:
-            self._failed_target(key, [operation], error)
+            if unknown:
+                self._leave_unknown(operation, str(error))
+            else:
+                self._failed_target(key, [operation], error)
             return
+        self._leave_unknown(operation, f"HubSpot's answer was lost {SENDS_PER_RUN} times in a row")
+
+    def _send(self, operation: Operation, record_id: str | None) -> bool:
+        """Send the enrollment once; True when its outcome is unknown (its answer was lost)."""
+        assert operation.id is not None
+        self.state.mark_operations([operation.id], "started")
+        try:
+            self._call(operation, record_id)
+        except OutcomeUnknown as lost:
+            log.warning("enrollment answer lost: checking HubSpot before sending it again",
+                        email=operation.email, target=_target_key(operation), reason=str(lost))
+            self.summary.answers_lost += 1
+            return True
+        except BatchRejected:
+            # "already enrolled" is one of HubSpot's refusals: what the contact holds says which
+            if operation.kind == "enroll_sequence" and self._settled(operation, record_id):
+                return False
+            raise
         self.state.mark_operations([operation.id], "done")
         self.summary.count(operation.kind)
+        return False
+
+    def _settled(self, operation: Operation, record_id: str | None) -> bool:
+        """Whether HubSpot shows the contact enrolled already; if so the operation is done."""
+        if not self._already_enrolled(operation, record_id):
+            return False
+        assert operation.id is not None
+        self.state.mark_operations([operation.id], "done", "found enrolled in HubSpot: not sent again")
+        self.summary.already_enrolled += 1
+        return True
+
+    def _leave_unknown(self, operation: Operation, reason: str) -> None:
+        """Its outcome stays unknown (`started`): the next run settles it before sending anything."""
+        assert operation.id is not None
+        self.state.mark_operations([operation.id], "started", f"outcome unknown: {reason}")
+        self.summary.failed += 1
+        self.summary.halted = self.summary.halted or reason
 
     def _failed_target(self, key: str, operations: list[Operation], error: FunnelsyncError) -> None:
         """A refused target is skipped for the rest of the run; a refused contact (4xx) only
@@ -184,7 +227,7 @@ class EnrollmentRunner:
 
     def _already_enrolled(self, operation: Operation, record_id: str | None) -> bool:
         if record_id is None:
-            return False
+            raise FatalError("its HubSpot record id is not known, so its enrollments cannot be read")
         if operation.kind == "enroll_workflow":
             return int(str(operation.target)) in self.crm.workflows_of(record_id)
         return self.crm.sequence_of(record_id) == str(operation.target)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from funnelsync.config import Config, MoesifSource, SqlSource, read_token
 from funnelsync.connectors.budget import RequestBudget
 from funnelsync.connectors.hubspot import HubSpotCrm
@@ -22,12 +24,13 @@ def open_source(config: Config) -> Source:
     raise AssertionError(settings)
 
 
-def open_crm(config: Config, *, used_today: int = 0) -> HubSpotCrm:
-    """`used_today`: requests earlier runs sent today, so the daily budget spans runs."""
+def open_crm(config: Config, *, used_today: int = 0, stop: threading.Event | None = None) -> HubSpotCrm:
+    """`used_today`: requests earlier runs sent today, so the daily budget spans runs; `stop`
+    ends the retries and waits of a run asked to stop."""
     settings = config.hubspot
     budget = RequestBudget(settings.requests_per_10s, 10.0, daily_limit=settings.daily_request_budget,
-                           used_today=used_today)
-    return HubSpotCrm(settings, read_token(settings.token_env, "hubspot.token_env"), budget=budget)
+                           used_today=used_today, stop=stop)
+    return HubSpotCrm(settings, read_token(settings.token_env, "hubspot.token_env"), budget=budget, stop=stop)
 
 
 def open_state(config: Config) -> StateStore:

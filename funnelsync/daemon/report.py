@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from funnelsync.config import Config, Enroll
 from funnelsync.daemon.engine import RunSummary
-from funnelsync.state.models import Reject, Run
+from funnelsync.state.models import Operation, Reject, Run
+
+if TYPE_CHECKING:
+    from funnelsync.daemon.rebuild import RebuildReport
 
 PLAN_LINES_SHOWN = 200
 
@@ -77,6 +81,8 @@ def enrollments_planned(summary: RunSummary, config: Config) -> list[str]:
 def plan_text(summary: RunSummary, config: Config) -> str:
     stage_property = config.funnel.property if config.funnel else None
     lines = [summary_text(summary, title="plan (nothing written)")]
+    if summary.preview is not None and summary.preview.lost_state is not None:
+        lines.insert(0, summary.preview.lost_state.in_plan())
     lines += enrollments_planned(summary, config)
     preview = summary.preview
     if preview is None:
@@ -107,14 +113,45 @@ def runs_text(runs: Iterable[Run]) -> str:
     return "\n".join(lines)
 
 
-def rejects_text(rejects: list[Reject]) -> str:
-    if not rejects:
-        return "no rejected records"
-    lines = [f"{len(rejects)} rejected record(s):"]
+def rejects_text(rejects: list[Reject], enrollments: list[Operation]) -> str:
+    lines = [f"{len(rejects)} rejected record(s):" if rejects else "no rejected records"]
     for reject in rejects:
         retry = "retried next run" if reject.will_retry else "not retried"
         lines.append(
             f"  {reject.email} [{reject.code}] {reject.reason} "
             f"(attempts {reject.attempts}, last {reject.last_rejected_at.isoformat(timespec='seconds')}, {retry})"
         )
+    if enrollments:
+        lines.append(f"{len(enrollments)} failed enrollment(s), retried next run:")
+    for operation in enrollments:
+        unknown = " (outcome unknown: checked in HubSpot before any resend)" if operation.status == "started" else ""
+        lines.append(f"  {operation.email} {operation.kind.replace('_', ' ')} {operation.target}: "
+                     f"{operation.last_error} (attempts {operation.attempts}){unknown}")
+    return "\n".join(lines)
+
+
+def rebuild_text(report: RebuildReport) -> str:
+    verb = "would record" if report.dry_run else "recorded"
+    title = "state rebuild (nothing written)" if report.dry_run else f"state rebuilt at {report.where}"
+    stages = ", ".join(f"{stage} {count}" for stage, count in sorted(report.stages.items())) or "none"
+    lines = [f"{title}: {report.source_contacts} source contacts, {report.in_hubspot} found in HubSpot",
+             f"  {verb} {len(report.contacts)} contacts; stages: {stages}; "
+             f"{report.stage_entries} stage entries with their dates from HubSpot"]
+    if report.segment_members:
+        members = ", ".join(f"{name} {count}" for name, count in sorted(report.segment_members.items()))
+        lines.append(f"  segment members: {members}")
+    if report.enrollment_lookups:
+        lines.append(f"  contacts whose enrollments were looked up in HubSpot: {report.enrollment_lookups}")
+    for contact in report.contacts[:PLAN_LINES_SHOWN]:
+        entries = ", ".join(f"{stage} {at.isoformat(timespec='seconds')}" for stage, at in contact.entries.items())
+        line = f"  {contact.email} (record {contact.record_id}): stage {contact.stage or '(none)'}"
+        line += f"; entered {entries}" if entries else ""
+        line += f"; segments {', '.join(sorted(contact.segments))}" if contact.segments else ""
+        lines.append(line)
+    if len(report.contacts) > PLAN_LINES_SHOWN:
+        lines.append(f"  ... and {len(report.contacts) - PLAN_LINES_SHOWN} more contacts")
+    if not report.dry_run:
+        lines.append("  the next sync sends only what differs from HubSpot and enrolls only contacts whose "
+                     "stage or segments changed")
+    lines.append(f"  took {report.seconds:.1f} s")
     return "\n".join(lines)

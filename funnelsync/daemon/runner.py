@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +19,8 @@ from funnelsync.daemon.engine import RunSummary, SyncEngine
 from funnelsync.daemon.enrollments import check_enrollment_targets, enrollment_targets
 from funnelsync.daemon.factory import open_crm, open_source, open_state
 from funnelsync.daemon.report import plan_text, summary_text
-from funnelsync.errors import ConfigError, ConfigProblem
+from funnelsync.daemon.shutdown import Shutdown
+from funnelsync.errors import ConfigError, ConfigProblem, StateLocked, StopRequested
 from funnelsync.mappings.schema import property_specs
 from funnelsync.state import StateStore
 
@@ -54,16 +57,22 @@ class Progress:
             log.info("progress", written=done, total=total)
 
 
-def run_sync(config: Config, *, dry_run: bool, stop: threading.Event | None = None) -> RunSummary:
+def run_sync(config: Config, *, dry_run: bool, shutdown: Shutdown | None = None) -> RunSummary:
+    stop = shutdown.stop if shutdown else threading.Event()
     source = open_source(config)
     try:
         state = open_state_for_reading(config) if dry_run else open_state(config)
         try:
-            crm = open_crm(config, used_today=state.api_calls_today())
+            crm = open_crm(config, used_today=state.api_calls_today(), stop=stop)
             engine = SyncEngine(config, source, crm, state, stop=stop, progress=Progress())
+            if shutdown is not None:
+                shutdown.on_overrun = functools.partial(_record_stopped, config, engine)
             summary = engine.sync(dry_run=dry_run)
             if not dry_run:
-                state.prune(timedelta(days=config.state.retention_days))
+                # A write outside the sync lock could collide with the next sync's; one that
+                # took the state since prunes in its turn.
+                with suppress(StateLocked), state.exclusive():
+                    state.prune(timedelta(days=config.state.retention_days))
             return summary
         finally:
             state.close()
@@ -71,10 +80,27 @@ def run_sync(config: Config, *, dry_run: bool, stop: threading.Event | None = No
         source.close()
 
 
+def _record_stopped(config: Config, engine: SyncEngine) -> None:
+    if engine.run_id is None:
+        return
+    state = open_state(config)
+    try:
+        state.finish_run(engine.run_id, "stopped", api_calls=engine.calls(),
+                         message="stopped on request; the grace period ran out with a HubSpot request in flight, "
+                                 "which the next run settles before sending anything")
+    finally:
+        state.close()
+
+
 def sync_once(config: Config, *, dry_run: bool) -> int:
-    summary = run_sync(config, dry_run=dry_run)
+    shutdown = Shutdown(config.daemon.stop_grace_seconds).install()
+    try:
+        summary = run_sync(config, dry_run=dry_run, shutdown=shutdown)
+    except StopRequested as exc:
+        click.echo(f"funnelsync: {exc}; the next run carries on", err=True)
+        return shutdown.exit_status
     click.echo(plan_text(summary, config) if dry_run else summary_text(summary))
-    return summary.exit_status
+    return shutdown.exit_status or summary.exit_status
 
 
 def validate(config: Config) -> None:

@@ -3,15 +3,13 @@
 One daemon is active over a state at a time: it holds the state's leader lock for its whole
 life. Another daemon over the same state is a warm standby: it tries the lock at every tick
 (and every `standby_poll_seconds`) and takes over, syncing at once, when the active one is gone. One run at a time
-(`max_instances=1`), missed runs coalesced into one. On a signal the run in flight finishes
-the batch it is sending, records it, and stops; the next start carries on.
+(`max_instances=1`), missed runs coalesced into one. On a signal the run in flight stops at its
+next safe point, within `[daemon].stop_grace_seconds` (see `shutdown.py`); the next start carries on.
 """
 
 from __future__ import annotations
 
-import signal
 import threading
-from types import FrameType
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -21,7 +19,8 @@ from funnelsync.config import Config
 from funnelsync.daemon.factory import open_state
 from funnelsync.daemon.health import HealthServer, RunMetrics
 from funnelsync.daemon.runner import run_sync
-from funnelsync.errors import FunnelsyncError, StateLocked
+from funnelsync.daemon.shutdown import Shutdown
+from funnelsync.errors import FunnelsyncError, StateLocked, StopRequested
 from funnelsync.state.database import StateLock
 
 log = structlog.get_logger("funnelsync.daemon")
@@ -31,34 +30,40 @@ JOB_ID = "funnelsync-sync"
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.stop = threading.Event()
+        self.shutdown_on_signal = Shutdown(config.daemon.stop_grace_seconds)
+        self.stop = self.shutdown_on_signal.stop
         self.metrics = RunMetrics()
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.state = open_state(config)
         self.leader: StateLock = self.state.leader_lock()
         self.leading = False
+        # the cron tick and the standby poll run on different worker threads, maybe at once
+        self._leadership = threading.Lock()
 
     def _lead(self) -> bool:
-        if self.leading and not self.leader.still_held():
-            log.warning("lost the state's leader lock: standing by")
-            self.leader.release()
-            self.leading = False
-        if not self.leading and self.leader.acquire():
-            self.leading = True
-            log.info("active: this daemon holds the state")
-        if not self.leading:
-            self.metrics.standby("another funnelsync daemon is active over this state")
-        return self.leading
+        with self._leadership:
+            if self.leading and not self.leader.still_held():
+                log.warning("lost the state's leader lock: standing by")
+                self.leader.release()
+                self.leading = False
+            if not self.leading and self.leader.acquire():
+                self.leading = True
+                log.info("active: this daemon holds the state")
+            if not self.leading:
+                self.metrics.standby("another funnelsync daemon is active over this state")
+            return self.leading
 
     def sync_job(self) -> None:
         if self.stop.is_set() or not self._lead():
             return
         self.metrics.run_started()
         try:
-            summary = run_sync(self.config, dry_run=False, stop=self.stop)
+            summary = run_sync(self.config, dry_run=False, shutdown=self.shutdown_on_signal)
         except StateLocked as exc:  # a one-off `funnelsync sync` is running
             self.metrics.run_skipped(str(exc))
             log.info("skipped: a sync is already running over this state", reason=str(exc))
+        except StopRequested as exc:
+            self.metrics.run_skipped(str(exc))
         except FunnelsyncError as exc:
             self.metrics.run_failed(str(exc))
             log.error("scheduled sync failed", error=type(exc).__name__, reason=str(exc))
@@ -95,20 +100,12 @@ class Daemon:
 
 def run_daemon(config: Config) -> None:
     daemon = Daemon(config)
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("stop requested", signal=signal.Signals(signum).name)
-        daemon.stop.set()
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    daemon.shutdown_on_signal.install()
     health = HealthServer(config.daemon.http_host, config.daemon.http_port, daemon.metrics)
     health.start()
     try:
         daemon.start()
-        stopping.wait()
-        daemon.shutdown()
+        daemon.stop.wait()
+        daemon.shutdown()  # within the grace period, or the deadline ends the process
     finally:
         health.stop()

@@ -29,6 +29,7 @@ from funnelsync.state.database import (
 )
 from funnelsync.state.models import (
     Contact,
+    Meta,
     Operation,
     Reject,
     Run,
@@ -495,18 +496,28 @@ class StateStore:
 
     def mark_operations(self, ids: Sequence[int], status: str, error: str = "") -> None:
         """`started` before the call, `done` after it; back to `planned` with the error when it
-        failed (it is tried again next run)."""
+        was refused (it is tried again next run); `started` with an error when its answer was
+        lost (the next try settles it against HubSpot first)."""
         now = utcnow()
         values: dict[str, object] = {"status": status, "updated_at": now}
-        if status == "started":
+        if status == "started" and not error:
             values["attempts"] = Operation.attempts + 1
-        if status in ("planned", "done"):
+        if status in ("planned", "done") or error:  # `started` with an error: its outcome is unknown
             values["last_error"] = error[:2000]
         with Session(self.engine) as session:
             for chunk in _chunks(list(ids)):  # type: ignore[arg-type]
                 session.exec(update(Operation).where(self._in(Operation.id, chunk)).values(**values))
             self._record_calls(session)
             session.commit()
+
+    def failed_enrollments(self) -> list[Operation]:
+        """Enrollments and list changes not yet done that failed at least once, with the reason."""
+        query = (select(Operation).where(col(Operation.kind) != "write",
+                                         col(Operation.status).in_(["planned", "started"]),
+                                         col(Operation.last_error) != "")
+                 .order_by(col(Operation.updated_at).desc()))
+        with Session(self.engine) as session:
+            return list(session.exec(query))
 
     def enrollment_counts(self) -> dict[str, int]:
         query = select(Operation.kind, Operation.status, func.count()).where(col(Operation.kind) != "write").group_by(
@@ -572,6 +583,39 @@ class StateStore:
         with Session(self.engine) as session:
             return int(session.exec(select(func.count()).select_from(Contact)).one())
 
+    # -- a state lost, and rebuilt from the CRM ------------------------------------------------
+
+    def holds_nothing(self) -> bool:
+        """A new or emptied state: no contact, nothing journaled, never rebuilt. Runs do not
+        count: a sync that stopped on a lost state leaves its failed run behind."""
+        with Session(self.engine) as session:
+            for column in (Contact.email, Operation.id, SegmentMember.email):
+                if session.exec(select(column).limit(1)).first() is not None:
+                    return False
+            return session.get(Meta, _REBUILT_AT) is None
+
+    def rebuilt_at(self) -> datetime | None:
+        with Session(self.engine) as session:
+            mark = session.get(Meta, _REBUILT_AT)
+        return datetime.fromisoformat(mark.value) if mark else None
+
+    def record_rebuilt_state(self, contacts: Sequence[RebuiltContact], rebuilt_at: datetime) -> None:
+        """What a rebuild read back from the CRM, in one transaction: a rebuild stopped or
+        failing midway leaves the state as it was. Fingerprints are left empty, so the next
+        diff compares the values property by property and sends only what differs."""
+        with self.engine.begin() as connection:
+            for start in range(0, len(contacts), _CHUNK):
+                chunk = contacts[start : start + _CHUNK]
+                written = [_rebuilt_row(c, rebuilt_at) for c in chunk if c.properties or c.stage]
+                entries = [{"email": c.email, "stage": stage, "first_entered_at": at}
+                           for c in chunk for stage, at in c.entries.items()]
+                members = [{"email": c.email, "segment": segment, "entered_at": rebuilt_at}
+                           for c in chunk for segment in sorted(c.segments)]
+                for model, rows in ((Contact, written), (StageEntry, entries), (SegmentMember, members)):
+                    if rows:
+                        connection.execute(sa.insert(model), rows)
+            connection.execute(sa.insert(Meta), [{"key": _REBUILT_AT, "value": rebuilt_at.isoformat()}])
+
 
 def _days(held: Mapping[str, str], name: str, current: float | None) -> float | None:
     value = held.get(name)
@@ -582,3 +626,28 @@ def _entry_time(epoch_ms: str | None, fallback: datetime) -> datetime:
     if not epoch_ms:
         return fallback
     return datetime.fromtimestamp(int(epoch_ms) / 1000, UTC)
+
+
+_REBUILT_AT = "state_rebuilt_at"  # funnelsync_meta key: the state was filled from the CRM then
+
+
+@dataclass(frozen=True)
+class RebuiltContact:
+    """A contact as a rebuild read it back from the CRM."""
+
+    email: str
+    record_id: str | None
+    properties: dict[str, str]  # funnelsync's properties that hold a value, as funnelsync writes them
+    stage: str | None = None
+    entries: Mapping[str, datetime] = field(default_factory=dict)  # stage -> first entered
+    segments: frozenset[str] = frozenset()
+    hello_world_days: float | None = None
+    working_app_days: float | None = None
+
+
+def _rebuilt_row(contact: RebuiltContact, rebuilt_at: datetime) -> dict[str, object]:
+    return {"email": contact.email, "record_id": contact.record_id, "fingerprint": "",
+            "properties": json.dumps(contact.properties, sort_keys=True), "stage": contact.stage,
+            "stage_entered_at": contact.entries.get(contact.stage) if contact.stage else None,
+            "below_since": None, "written_at": rebuilt_at, "hello_world_days": contact.hello_world_days,
+            "working_app_days": contact.working_app_days}

@@ -56,7 +56,7 @@ class Automation:
 
     def enroll_in_workflow(self, workflow_id: int, email: str) -> None:
         path = f"/automation/v2/workflows/{workflow_id}/enrollments/contacts/{quote(email, safe='@')}"
-        self._target(f"workflow {workflow_id}", "POST", path)
+        self._target(f"workflow {workflow_id}", "POST", path, idempotent=False)
 
     def workflows_of(self, record_id: str) -> set[int]:
         body, _ = self.request("reading a contact's workflows", "GET",
@@ -70,7 +70,7 @@ class Automation:
 
     def enroll_in_sequence(self, sequence_id: str, record_id: str, sender_email: str, user_id: str) -> None:
         self._target(f"sequence {sequence_id}", "POST", "/automation/v4/sequences/enrollments",
-                     params={"userId": user_id},
+                     params={"userId": user_id}, idempotent=False,
                      json={"contactId": record_id, "sequenceId": sequence_id, "senderEmail": sender_email})
 
     def sequence_of(self, record_id: str) -> str | None:
@@ -89,13 +89,14 @@ class Automation:
         return body
 
     def request(self, what: str, method: str, path: str, *, allow: Collection[int] = (),
-                params: dict[str, str] | None = None, json: Any = None) -> tuple[Any, int]:
+                params: dict[str, str] | None = None, json: Any = None,
+                idempotent: bool = True) -> tuple[Any, int]:
         def send(*, _request_timeout: float) -> tuple[Any, int, dict[str, str]]:
             response = self.session.request(method, self.api.settings.base_url + path, params=params,
                                             json=json, timeout=_request_timeout)
             return _body(response), response.status_code, dict(response.headers)
 
-        return self.api.call(what, send, allow=allow)
+        return self.api.call(what, send, allow=allow, idempotent=idempotent)
 
 
 def _body(response: requests.Response) -> Any:
