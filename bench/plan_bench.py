@@ -337,7 +337,7 @@ class BackfillSink:
     """
 
     def __init__(self, config: Any, writer: _Writer, run_id: int, now: datetime, done_at: datetime) -> None:
-        from funnelsync.daemon.engine import funnel_recording
+        from funnelsync.sync.engine import funnel_recording
 
         self.writer = writer
         self.run_id = run_id
@@ -448,9 +448,9 @@ def build_state(config_path: Path, state_urls: Sequence[str], scratch: Path) -> 
     """The state a backfill of the config's source leaves, in every one of `state_urls`."""
     from funnelsync.config import load_config
     from funnelsync.connectors.sql import SqlUsageSource
-    from funnelsync.daemon.engine import SyncEngine
     from funnelsync.state.models import Run
     from funnelsync.state.store import StateStore
+    from funnelsync.sync.engine import SyncEngine
 
     config = load_config(config_path)
     stores = [StateStore(url) for url in state_urls]  # creates the schema (the migrations)
@@ -501,8 +501,8 @@ def real_backfill(config_path: Path, sandbox: Any) -> None:
     from funnelsync.connectors.budget import RequestBudget
     from funnelsync.connectors.hubspot import HubSpotCrm
     from funnelsync.connectors.sql import SqlUsageSource
-    from funnelsync.daemon.engine import SyncEngine
     from funnelsync.state.store import StateStore
+    from funnelsync.sync.engine import SyncEngine
 
     config = load_config(config_path)
     clock = store_module.utcnow
@@ -574,7 +574,7 @@ def compare_states(real: Path, built: Path) -> tuple[dict[str, int], list[str]]:
 
 
 def sample_check(root: Path, size: int) -> dict[str, Any]:
-    from funnelsync.connectors.sandbox import SandboxServer
+    from funnelsync.sandbox import SandboxServer
 
     source = root / "sample-source.db"
     build_source(source, size)
@@ -607,9 +607,9 @@ def child_plan(spec: dict[str, Any]) -> dict[str, Any]:
 
     from funnelsync.config import load_config
     from funnelsync.connectors.sql import SqlUsageSource
-    from funnelsync.daemon.engine import SyncEngine
-    from funnelsync.daemon.sinks import JournalSink
     from funnelsync.state.store import PlannedWrite, StateStore
+    from funnelsync.sync.engine import SyncEngine
+    from funnelsync.sync.sinks import JournalSink
 
     os.environ.setdefault(TOKEN_ENV, TOKEN)
     config = load_config(spec["config"])
@@ -727,9 +727,9 @@ def launcher_loop() -> int:
 def _split_timers() -> dict[str, float]:
     """Where the planning's time goes, without a profiler's overhead: timers around the steps
     (the planner's own loop is what is left of the total)."""
-    from funnelsync.daemon import plan as plan_module
     from funnelsync.mappings.contacts import ContactMapper
     from funnelsync.state.store import StateStore
+    from funnelsync.sync import planner as plan_module
 
     timers: dict[str, float] = Counter()
 

@@ -152,11 +152,11 @@ def bench_sandbox(limit: int) -> Any:
     """A SandboxServer that also answers `POST /crm/v3/objects/contacts` (basic_api.create),
     which the product's sandbox does not serve: the same value checks and store as batch upsert,
     after the same authentication, rate limiter and request log."""
-    from funnelsync.connectors.sandbox import SandboxServer, contacts_api
-    from funnelsync.connectors.sandbox.calls import Answer, ApiCall
-    from funnelsync.connectors.sandbox.errors import conflict, validation_error
-    from funnelsync.connectors.sandbox.schema import CONTACTS
-    from funnelsync.connectors.sandbox.values import wire_string
+    from funnelsync.sandbox import SandboxServer, contacts_api
+    from funnelsync.sandbox.calls import Answer, ApiCall
+    from funnelsync.sandbox.errors import conflict, validation_error
+    from funnelsync.sandbox.schema import CONTACTS
+    from funnelsync.sandbox.values import wire_string
 
     def create_contact(call: ApiCall, store: Any) -> Answer:
         body = call.json()

@@ -1,3 +1,3 @@
-from funnelsync.daemon.cli import main
+from funnelsync.cli.commands import main
 
 main()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,6 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from funnelsync.errors import ConfigError, ConfigProblem
+from funnelsync.mappings.rules import columns_read
 
 PROPERTY_TYPES = ("number", "string", "bool", "date", "datetime", "enumeration")
 PropertyType = Literal["number", "string", "bool", "date", "datetime", "enumeration"]
@@ -215,8 +217,6 @@ class DaemonSettings(_Strict):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
-
         try:
             CronTrigger.from_crontab(value, timezone="UTC")
         except ValueError as exc:
@@ -334,8 +334,6 @@ class Segment(_Strict):
     @field_validator("when")
     @classmethod
     def _parses(cls, value: str) -> str:
-        from funnelsync.mappings.rules import columns_read
-
         columns_read(value)
         return value
 
@@ -377,8 +375,6 @@ class Config(_Strict):
             used.setdefault(self.funnel.metric, "funnel.metric")
             if self.funnel.signup_column:
                 used.setdefault(self.funnel.signup_column, "funnel.signup_column")
-        from funnelsync.mappings.rules import columns_read
-
         for i, segment in enumerate(self.segments):
             for column in sorted(columns_read(segment.when)):
                 used.setdefault(column, f"segments[{i}].when")

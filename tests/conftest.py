@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from funnelsync.config import Config, parse_config
-from funnelsync.connectors.sandbox import SandboxServer
+from funnelsync.sandbox import SandboxServer
 from tests.postgres import postgres_cluster, postgres_url, state_url  # noqa: F401  (fixtures)
 
 TOKEN = "test-token-0123456789"

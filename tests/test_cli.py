@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from funnelsync.connectors.sandbox import SandboxServer
+from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
 from tests.conftest import TOKEN, TOKEN_ENV, Analytics, config_data
 

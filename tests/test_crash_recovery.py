@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from funnelsync.connectors.sandbox import SandboxServer
+from funnelsync.sandbox import SandboxServer
 from tests.conftest import TOKEN, TOKEN_ENV, Analytics, config_data
 from tests.test_cli import write_toml
 

@@ -11,11 +11,11 @@ import pytest
 
 from funnelsync.config import Config, parse_config
 from funnelsync.connectors.hubspot import HubSpotCrm
-from funnelsync.connectors.sandbox import SandboxServer
 from funnelsync.connectors.sql import SqlUsageSource
-from funnelsync.daemon.engine import RunSummary, SyncEngine
-from funnelsync.daemon.enrollments import SENDS_PER_RUN
+from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
+from funnelsync.sync.engine import RunSummary, SyncEngine
+from funnelsync.sync.enrollments import SENDS_PER_RUN
 from tests.conftest import TOKEN, Analytics, config_data
 
 WORKFLOW = 1234567

@@ -22,10 +22,10 @@ import pytest
 
 from funnelsync.config import Config, parse_config
 from funnelsync.connectors.hubspot import HubSpotCrm
-from funnelsync.connectors.sandbox import SandboxServer
 from funnelsync.connectors.sql import SqlUsageSource
-from funnelsync.daemon.engine import RunSummary, SyncEngine
+from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
+from funnelsync.sync.engine import RunSummary, SyncEngine
 from tests.conftest import TOKEN, TOKEN_ENV, Analytics, config_data
 from tests.test_cli import free_port, wait_for, write_toml
 

@@ -14,12 +14,12 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from funnelsync.cli.runner import run_sync
 from funnelsync.config import Config, SqlSource, load_config, parse_config
-from funnelsync.connectors.sandbox import SandboxServer
 from funnelsync.connectors.sql import SqlUsageSource
-from funnelsync.daemon.runner import run_sync
 from funnelsync.errors import ConfigError
 from funnelsync.mappings.contacts import normalize_email
+from funnelsync.sandbox import SandboxServer
 from tests.conftest import TOKEN, Analytics, config_data
 from tests.test_cli import funnelsync, write_toml
 

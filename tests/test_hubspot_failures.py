@@ -12,12 +12,12 @@ from hubspot.crm.properties import PropertyCreate
 from funnelsync.config import Config, parse_config
 from funnelsync.connectors.crm import ContactWrite
 from funnelsync.connectors.hubspot import HubSpotCrm
-from funnelsync.connectors.sandbox import SandboxServer
 from funnelsync.connectors.sql import SqlUsageSource
-from funnelsync.daemon.engine import RunSummary, SyncEngine
 from funnelsync.errors import ConfigError, DailyLimitReached, FatalError
 from funnelsync.mappings.schema import property_specs
+from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
+from funnelsync.sync.engine import RunSummary, SyncEngine
 from tests.conftest import TOKEN, Analytics, config_data
 
 UPSERT = "/crm/v3/objects/contacts/batch/upsert"

@@ -15,16 +15,16 @@ from hubspot import Client
 from hubspot.crm.contacts import Filter, FilterGroup, PublicObjectSearchRequest
 from hubspot.crm.contacts.exceptions import ApiException
 
+from funnelsync.cli.report import plan_text
 from funnelsync.config import Config, parse_config
 from funnelsync.connectors.hubspot import HubSpotCrm
-from funnelsync.connectors.sandbox import SandboxServer
 from funnelsync.connectors.sql import SqlUsageSource
-from funnelsync.daemon.engine import SyncEngine
-from funnelsync.daemon.rebuild import RebuildReport, StateRebuilder
-from funnelsync.daemon.report import plan_text
 from funnelsync.errors import FatalError, RebuildRefused, StateLost
+from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
 from funnelsync.state.store import RebuiltContact
+from funnelsync.sync.engine import SyncEngine
+from funnelsync.sync.rebuild import RebuildReport, StateRebuilder
 from tests.conftest import TOKEN, TOKEN_ENV, Analytics, config_data
 from tests.test_cli import funnelsync, write_toml
 from tests.test_enrollment import (

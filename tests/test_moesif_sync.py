@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
+from funnelsync.cli.runner import run_sync
 from funnelsync.config import Config, parse_config
-from funnelsync.connectors.sandbox import SandboxServer
-from funnelsync.daemon.runner import run_sync
 from funnelsync.errors import CredentialsError
+from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
 from tests.conftest import TOKEN_ENV
 from tests.test_moesif import BASE_URL, EVENTS, USERS, FakeMoesif, make_event, make_user

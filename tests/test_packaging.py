@@ -25,7 +25,7 @@ def test_the_wheel_carries_the_migrations_and_the_command(tmp_path: Path) -> Non
     assert "funnelsync/state/migrations/env.py" in names
     assert "funnelsync/py.typed" in names
     metadata = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "funnelsync = funnelsync.daemon.cli:main" in zipfile.ZipFile(wheel).read(metadata).decode()
+    assert "funnelsync = funnelsync.cli.commands:main" in zipfile.ZipFile(wheel).read(metadata).decode()
     assert not any(n.startswith("tests/") for n in names)
 
 

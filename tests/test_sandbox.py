@@ -37,7 +37,7 @@ from hubspot.crm.properties import (
 )
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
-from funnelsync.connectors.sandbox import SandboxServer as Sandbox
+from funnelsync.sandbox import SandboxServer as Sandbox
 
 TOKEN = "sandbox-token"
 UPSERT = "/crm/v3/objects/contacts/batch/upsert"

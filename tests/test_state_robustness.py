@@ -19,9 +19,9 @@ import pytest
 import sqlalchemy as sa
 
 from funnelsync.config import Config
-from funnelsync.connectors.sandbox import SandboxServer
 from funnelsync.daemon.scheduler import Daemon
 from funnelsync.errors import StateError
+from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
 from tests.conftest import Analytics, config_data
 from tests.postgres import PostgresCluster
@@ -130,8 +130,8 @@ def test_a_standby_daemon_takes_over_within_seconds_of_the_active_ones_kill_9(
 # them fit two cores. Each child's output goes to LOGS.n; the exit statuses are printed in order.
 _STARTER = """
 import os, sys, traceback
-from funnelsync.daemon.cli import main
-import funnelsync.daemon.runner  # noqa: F401  (what `sync` imports, before the forks)
+from funnelsync.cli.commands import main
+import funnelsync.cli.runner  # noqa: F401  (what `sync` imports, before the forks)
 
 config, count, logs = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 children = []
@@ -236,7 +236,7 @@ def test_a_postgresql_database_with_a_table_in_another_schema_is_refused_and_lef
 _LIMITED = """
 import os, sys
 import sqlalchemy as sa
-from funnelsync.daemon.cli import main
+from funnelsync.cli.commands import main
 
 state, pages = os.path.realpath(os.environ["TEST_STATE_FILE"]), int(os.environ["TEST_MAX_PAGES"])
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from funnelsync.cli.runner import run_sync
 from funnelsync.config import Config, parse_config
-from funnelsync.connectors.sandbox import SandboxServer
-from funnelsync.daemon import plan as plan_module
-from funnelsync.daemon.plan import Planner
-from funnelsync.daemon.runner import run_sync
-from funnelsync.daemon.shutdown import Shutdown
 from funnelsync.errors import ConfigError, CredentialsError, FatalError
+from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
+from funnelsync.sync import planner as plan_module
+from funnelsync.sync.planner import Planner
+from funnelsync.sync.shutdown import Shutdown
 from tests.conftest import Analytics, config_data
 
 UPSERT = "/crm/v3/objects/contacts/batch/upsert"

@@ -1,2 +1,1 @@
-"""The daemon: the sync engine that drives source -> mappings -> state -> CRM, the scheduler,
-the command line, and health/metrics."""
+"""The daemon: `funnelsync run`'s scheduler, its health and metrics endpoints, and the logs."""

@@ -7,8 +7,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from funnelsync.daemon.engine import RunSummary
 from funnelsync.errors import ConfigError
+from funnelsync.sync.engine import RunSummary
 
 
 class RunMetrics:

@@ -16,12 +16,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from funnelsync.config import Config
-from funnelsync.daemon.factory import open_state
 from funnelsync.daemon.health import HealthServer, RunMetrics
-from funnelsync.daemon.runner import run_sync
-from funnelsync.daemon.shutdown import Shutdown
 from funnelsync.errors import FunnelsyncError, StateLocked, StopRequested
 from funnelsync.state.database import StateLock
+from funnelsync.sync.factory import open_state
+from funnelsync.sync.run import run_sync
+from funnelsync.sync.shutdown import Shutdown
 
 log = structlog.get_logger("funnelsync.daemon")
 JOB_ID = "funnelsync-sync"

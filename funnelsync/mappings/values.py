@@ -12,9 +12,17 @@ import math
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from funnelsync.config import PropertyMapping
+
+class PropertyType(Protocol):
+    """What a conversion needs of a property's mapping (the config's `[[properties]]`)."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def options(self) -> list[str] | None: ...
 
 _T = TypeVar("_T")
 
@@ -144,7 +152,7 @@ def _enumeration(options: list[str]) -> Callable[[Any], str]:
     return convert
 
 
-def converter(prop: PropertyMapping) -> Callable[[Any], str]:
+def converter(prop: PropertyType) -> Callable[[Any], str]:
     """How a source value (never None: that clears the property) becomes this property's
     string; the function raises ValueProblem for a value HubSpot would refuse."""
     match prop.type:
@@ -163,6 +171,6 @@ def converter(prop: PropertyMapping) -> Callable[[Any], str]:
     raise AssertionError(prop.type)
 
 
-def to_hubspot(value: Any, prop: PropertyMapping) -> str:
+def to_hubspot(value: Any, prop: PropertyType) -> str:
     """The string HubSpot should hold for this source value; raises ValueProblem."""
     return CLEARED if value is None else converter(prop)(value)

@@ -14,24 +14,17 @@ midway leaves the state as it was.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any
 
-import click
 import structlog
 
 from funnelsync.config import Config, Segment
 from funnelsync.connectors.crm import Crm, HeldContact
 from funnelsync.connectors.source import Source
-from funnelsync.daemon.factory import open_crm, open_source, open_state
-from funnelsync.daemon.plan import check_columns
-from funnelsync.daemon.runner import open_state_for_reading
 from funnelsync.errors import RebuildRefused
 from funnelsync.mappings.contacts import ContactMapper, DesiredContact, normalize_email
 from funnelsync.mappings.funnel import HELLO_WORLD_PROPERTY, WORKING_APP_PROPERTY, entry_property
@@ -39,10 +32,10 @@ from funnelsync.mappings.read_back import as_written, held_moment
 from funnelsync.mappings.schema import property_specs
 from funnelsync.mappings.values import CLEARED
 from funnelsync.state.store import RebuiltContact, StateStore
+from funnelsync.sync.planner import check_columns
 
 log = structlog.get_logger("funnelsync.rebuild")
 READ_BATCH = 100  # HubSpot's most inputs a batch read takes
-_LOG_EVERY_SECONDS = 10.0
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -218,44 +211,3 @@ class StateRebuilder:
                 self._sequences[record_id] = self.crm.sequence_of(record_id)
             return self._sequences[record_id] == str(enroll.sequence.id)
         return False
-
-
-class ReadingProgress:
-    """click's progress bar on a terminal; a log line every few seconds otherwise."""
-
-    def __init__(self) -> None:
-        self.on_terminal = sys.stderr.isatty()
-        self._bar: Any = None
-        self._last_log = 0.0
-
-    def __enter__(self) -> ReadingProgress:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(kind, error, traceback)
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.on_terminal:
-            if self._bar is None:
-                self._bar = click.progressbar(length=total, label="reading contacts from HubSpot",
-                                              file=sys.stderr).__enter__()
-            self._bar.update(done - self._bar.pos)
-        elif time.monotonic() - self._last_log >= _LOG_EVERY_SECONDS or done >= total:
-            self._last_log = time.monotonic()
-            log.info("reading contacts from HubSpot", read=done, total=total)
-
-
-def rebuild_state(config: Config, *, dry_run: bool) -> RebuildReport:
-    source = open_source(config)
-    try:
-        state = open_state_for_reading(config) if dry_run else open_state(config)
-        try:
-            crm = open_crm(config, used_today=state.api_calls_today())
-            with ReadingProgress() as progress:
-                return StateRebuilder(config, source, crm, state, progress=progress).rebuild(dry_run=dry_run)
-        finally:
-            state.close()
-    finally:
-        source.close()

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import click
 
+from funnelsync.cli.report import summary_text
 from funnelsync.config import Config, SqlSource
-from funnelsync.connectors.sandbox import SandboxServer
-from funnelsync.daemon.demo_data import build_demo_database
-from funnelsync.daemon.enrollments import enrollment_targets
-from funnelsync.daemon.report import summary_text
-from funnelsync.daemon.runner import run_sync
 from funnelsync.errors import ConfigError, ConfigProblem
+from funnelsync.sandbox import SandboxServer
+from funnelsync.sandbox.demo_data import build_demo_database
+from funnelsync.sync.enrollments import enrollment_targets
+from funnelsync.sync.run import run_sync
 
 DEMO_RATE = 5000
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from funnelsync.config import Config, Enroll
-from funnelsync.daemon.engine import RunSummary
 from funnelsync.state.models import Operation, Reject, Run
-
-if TYPE_CHECKING:
-    from funnelsync.daemon.rebuild import RebuildReport
+from funnelsync.sync.engine import RunSummary
+from funnelsync.sync.rebuild import RebuildReport
 
 PLAN_LINES_SHOWN = 200
 

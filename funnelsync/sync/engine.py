@@ -21,15 +21,15 @@ import structlog
 from funnelsync.config import Config
 from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport
 from funnelsync.connectors.source import Source
-from funnelsync.daemon.enrollments import EnrollmentRunner, EnrollmentSummary
-from funnelsync.daemon.lost_state import find_lost_state, refuse_lost_state
-from funnelsync.daemon.plan import Plan, Planner, check_columns
-from funnelsync.daemon.sinks import JournalSink, PreviewSink
 from funnelsync.errors import DailyLimitReached, FunnelsyncError, StopRequested
 from funnelsync.mappings.contacts import ContactMapper
 from funnelsync.mappings.funnel import HELLO_WORLD_PROPERTY, WORKING_APP_PROPERTY, entry_properties
 from funnelsync.mappings.schema import property_specs
 from funnelsync.state.store import Confirmed, FunnelRecording, Refused, StateStore, WriteBatch
+from funnelsync.sync.enrollments import EnrollmentRunner, EnrollmentSummary
+from funnelsync.sync.lost_state import find_lost_state, refuse_lost_state
+from funnelsync.sync.planner import Plan, Planner, check_columns
+from funnelsync.sync.sinks import JournalSink, PreviewSink
 
 log = structlog.get_logger("funnelsync.sync")
 

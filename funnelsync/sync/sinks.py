@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from funnelsync.config import Enroll
-from funnelsync.daemon.lost_state import LostState
 from funnelsync.state.store import PlannedWrite, SegmentChange, StateStore
+from funnelsync.sync.lost_state import LostState
 
 PREVIEW_LIMIT = 200
 

@@ -7,19 +7,17 @@ import threading
 from funnelsync.config import Config, MoesifSource, SqlSource, read_token
 from funnelsync.connectors.budget import RequestBudget
 from funnelsync.connectors.hubspot import HubSpotCrm
+from funnelsync.connectors.moesif import MoesifUsageSource
 from funnelsync.connectors.source import Source
+from funnelsync.connectors.sql import SqlUsageSource
 from funnelsync.state import StateStore
 
 
 def open_source(config: Config) -> Source:
     settings = config.source
     if isinstance(settings, SqlSource):
-        from funnelsync.connectors.sql import SqlUsageSource
-
         return SqlUsageSource(settings)
     if isinstance(settings, MoesifSource):
-        from funnelsync.connectors.moesif import MoesifUsageSource
-
         return MoesifUsageSource(settings, read_token(settings.token_env, "source.token_env"))
     raise AssertionError(settings)
 

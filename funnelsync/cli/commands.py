@@ -13,8 +13,18 @@ from typing import Any, TypeVar
 
 import click
 
+from funnelsync.cli.demo import run_demo, seed_enrollment_targets
+from funnelsync.cli.progress import ReadingProgress
+from funnelsync.cli.report import rebuild_text, rejects_text, runs_text
+from funnelsync.cli.runner import sync_once
+from funnelsync.cli.runner import validate as run_validate
 from funnelsync.config import Config, load_config
+from funnelsync.daemon.logs import configure_logging
+from funnelsync.daemon.scheduler import run_daemon
 from funnelsync.errors import FunnelsyncError
+from funnelsync.sandbox import SandboxServer
+from funnelsync.state.store import utcnow
+from funnelsync.sync.run import open_state_for_reading, rebuild_state
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,7 +59,6 @@ def reports_errors(command: F) -> F:
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, debug: bool, json_logs: bool | None) -> None:
     """Keeps HubSpot contacts in step with how developers use your API."""
-    from funnelsync.daemon.logs import configure_logging
 
     configure_logging(debug=debug, json_logs=json_logs)
     ctx.ensure_object(dict)
@@ -65,7 +74,6 @@ def _config() -> Config:
 @reports_errors
 def sync(dry_run: bool) -> None:
     """One sync now, then exit (0 all written, 1 some records rejected)."""
-    from funnelsync.daemon.runner import sync_once
 
     sys.exit(sync_once(_config(), dry_run=dry_run))
 
@@ -74,7 +82,6 @@ def sync(dry_run: bool) -> None:
 @reports_errors
 def plan() -> None:
     """The same as `sync --dry-run`."""
-    from funnelsync.daemon.runner import sync_once
 
     sys.exit(sync_once(_config(), dry_run=True))
 
@@ -83,7 +90,6 @@ def plan() -> None:
 @reports_errors
 def run() -> None:
     """The daemon: sync on the configured schedule until SIGTERM/SIGINT."""
-    from funnelsync.daemon.scheduler import run_daemon
 
     run_daemon(_config())
 
@@ -92,7 +98,6 @@ def run() -> None:
 @reports_errors
 def validate() -> None:
     """Check the config, the source query, the token and scopes, and the properties."""
-    from funnelsync.daemon.runner import validate as run_validate
 
     run_validate(_config())
 
@@ -101,11 +106,8 @@ def validate() -> None:
 @reports_errors
 def status() -> None:
     """Recent runs, the funnel by stage, rejected records."""
-    from funnelsync.daemon.report import runs_text
-    from funnelsync.daemon.runner import open_state_for_reading
 
     state = open_state_for_reading(_config())
-    from funnelsync.state.store import utcnow
 
     click.echo(runs_text(state.recent_runs()))
     interrupted = state.interrupted_run()
@@ -142,8 +144,6 @@ def _days(value: float | None) -> str:
 @reports_errors
 def rejects() -> None:
     """The records HubSpot refused, with the reason, and whether they are retried."""
-    from funnelsync.daemon.report import rejects_text
-    from funnelsync.daemon.runner import open_state_for_reading
 
     state = open_state_for_reading(_config())
     click.echo(rejects_text(state.rejects(), state.failed_enrollments()))
@@ -160,10 +160,9 @@ def state_group() -> None:
 def rebuild(dry_run: bool) -> None:
     """Read a lost state back from HubSpot (stages, entry dates, segments), so the next sync
     enrolls nobody twice. Fills only a new or empty state (exit 2 otherwise)."""
-    from funnelsync.daemon.rebuild import rebuild_state
-    from funnelsync.daemon.report import rebuild_text
-
-    click.echo(rebuild_text(rebuild_state(_config(), dry_run=dry_run)))
+    with ReadingProgress() as progress:
+        report = rebuild_state(_config(), dry_run=dry_run, progress=progress)
+    click.echo(rebuild_text(report))
 
 
 @main.command()
@@ -177,8 +176,6 @@ def rebuild(dry_run: bool) -> None:
 @reports_errors
 def sandbox(host: str, port: int, token: str, requests_per_10s: int | None, with_config_targets: bool) -> None:
     """A local HubSpot-compatible API server (for the demo and tests)."""
-    from funnelsync.connectors.sandbox import SandboxServer
-    from funnelsync.daemon.demo import seed_enrollment_targets
 
     server = SandboxServer(host=host, port=port, token=token, requests_per_10s=requests_per_10s)
     if with_config_targets and Path(click.get_current_context().obj["config_path"]).exists():
@@ -196,7 +193,6 @@ def sandbox(host: str, port: int, token: str, requests_per_10s: int | None, with
 @reports_errors
 def demo(workdir: str, developers: int, serve: bool) -> None:
     """End to end with no HubSpot account: demo data, the sandbox, a sync, and a second sync."""
-    from funnelsync.daemon.demo import run_demo
 
     run_demo(_config(), workdir, developers=developers, serve=serve)
 

@@ -1,0 +1,1 @@
+"""The `funnelsync` command line: the commands, what they print, progress on a terminal."""
