@@ -40,8 +40,16 @@ _INTERNAL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+# HubSpot's own API, and its highest published burst limit (a private app with the API limit
+# increase; 100 on Free/Starter, 190 on Professional/Enterprise). A proxy or a local server may allow more.
+HUBSPOT_API_DOMAIN = "hubapi.com"
+HUBSPOT_HIGHEST_BURST_PER_10S = 250
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a number, a boolean or an array is never read from a string ("90", "true"), so a
+    # value quoted by mistake is named rather than taken
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _internal_name(value: str) -> str:
@@ -186,7 +194,7 @@ Source = Annotated[SqlSource | MoesifSource, Field(discriminator="kind")]
 class HubSpotSettings(_Strict):
     base_url: str = "https://api.hubapi.com"
     token_env: str = "HUBSPOT_ACCESS_TOKEN"
-    requests_per_10s: int = Field(default=90, ge=1, le=250)
+    requests_per_10s: int = Field(default=90, ge=1)  # see Config.warnings for HubSpot's own limit
     daily_request_budget: int = Field(default=200_000, ge=1)
     property_group: str = "funnelsync"
     property_group_label: str = "funnelsync"
@@ -200,6 +208,12 @@ class HubSpotSettings(_Strict):
     @classmethod
     def _http_url(cls, value: str) -> str:
         return _api_base_url(value, "https://api.hubapi.com")
+
+    @property
+    def is_hubspots(self) -> bool:
+        """Whether base_url is HubSpot's own API (not the sandbox, a proxy or a mock)."""
+        host = urlsplit(self.base_url).hostname or ""
+        return host == HUBSPOT_API_DOMAIN or host.endswith(f".{HUBSPOT_API_DOMAIN}")
 
 
 class StateSettings(_Strict):
@@ -241,16 +255,17 @@ class DaemonSettings(_Strict):
 
 
 class Sequence(_Strict):
-    id: int | str
+    id: str  # HubSpot ids, given as integers or strings of digits
     sender_email: str
-    user_id: int | str
+    user_id: str
 
-    @field_validator("id", "user_id")
+    @field_validator("id", "user_id", mode="before")
     @classmethod
-    def _digits(cls, value: int | str) -> str:
-        text = str(value)
+    def _digits(cls, value: object) -> str:
+        text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
         if not text.isdigit():
-            raise ValueError(f"{value!r} is not a HubSpot id (digits only)")
+            raise ValueError(f"{_toml_value(value).removeprefix('the string ')} is not a HubSpot id "
+                             "(an integer, or a string of digits)")
         return text
 
 
@@ -366,6 +381,19 @@ class Config(_Strict):
             seen[name] = key
         return self
 
+    def warnings(self) -> list[ConfigProblem]:
+        """What is allowed but probably not meant: `validate` prints these, a sync logs them."""
+        found = []
+        rate = self.hubspot.requests_per_10s
+        if self.hubspot.is_hubspots and rate > HUBSPOT_HIGHEST_BURST_PER_10S:
+            found.append(ConfigProblem(
+                "hubspot.requests_per_10s",
+                f"{rate} is above HubSpot's highest published burst limit ({HUBSPOT_HIGHEST_BURST_PER_10S} "
+                "requests a 10 s; 100 on Free/Starter, 190 on Professional/Enterprise): HubSpot will answer "
+                "429, which funnelsync waits out, slowing the sync and the portal's other integrations",
+            ))
+        return found
+
     def columns_used(self) -> dict[str, str]:
         """Source column -> the first TOML key that names it."""
         used: dict[str, str] = {}
@@ -393,11 +421,46 @@ def _toml_key(loc: tuple[int | str, ...]) -> str:
     return key or "config"
 
 
+# What a strict type asks for, by pydantic's error type, in TOML's words.
+_WANTED = {
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string in quotes",
+    "list_type": "an array",
+}
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def _wrong_type(error_type: str, value: object) -> str | None:
+    """`a number, not the string '90'`: what the key needs and what it was given."""
+    wanted = _WANTED.get(error_type)
+    if wanted is None:
+        return None
+    quoted = isinstance(value, str) and error_type in ("int_type", "float_type", "bool_type")
+    hint = ": leave out the quotes" if quoted else ""
+    return f"{wanted}, not {_toml_value(value)}{hint}"
+
+
 def _problems(exc: ValidationError) -> list[ConfigProblem]:
     problems = []
-    for error in exc.errors(include_url=False, include_input=False):
+    for error in exc.errors(include_url=False):
         message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
+        wrong_type = _wrong_type(error["type"], error.get("input"))
+        if wrong_type is not None:
+            message = wrong_type
+        elif error["type"] == "extra_forbidden":
             message = "is not a known setting (check its spelling)"
         elif error["type"] == "missing":
             message = "is required"

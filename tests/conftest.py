@@ -67,6 +67,14 @@ class Analytics:
         with self._connect() as db:
             db.execute("UPDATE usage SET used_event_count = ? WHERE email = ?", (calls, email))
 
+    def set_role(self, email: str, role: str | None) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE usage SET role = ? WHERE email = ?", (role, email))
+
+    def remove(self, email: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM usage WHERE email = ?", (email,))
+
 
 @pytest.fixture
 def analytics(tmp_path: Path) -> Analytics:

@@ -237,3 +237,56 @@ def test_relative_sqlite_paths_in_the_file_are_taken_from_its_folder(tmp_path: P
     path.write_text((Path(__file__).parent.parent / "config.toml").read_text())
     config = load_config(path)
     assert config.state.url.endswith(str(tmp_path / "conf" / "funnelsync-state.db"))
+
+
+@pytest.mark.parametrize(("section", "key", "value", "says"), [
+    ("hubspot", "requests_per_10s", "90", "a whole number, not the string '90'"),
+    ("hubspot", "timeout_seconds", "30", "a number, not the string '30'"),
+    ("hubspot", "batch_size", 50.0, "a whole number, not 50.0"),
+    ("daemon", "stop_grace_seconds", True, "a number, not true"),
+    ("state", "retention_days", "30", "a whole number, not the string '30'"),
+    ("hubspot", "property_group", 7, "a string in quotes, not 7"),
+])
+def test_a_value_of_the_wrong_type_is_named_and_never_coerced(section: str, key: str, value: object,
+                                                               says: str) -> None:
+    found = problems_of(minimal(**{section: {key: value}}))
+    assert found == {f"{section}.{key}": found[f"{section}.{key}"]}
+    assert found[f"{section}.{key}"].startswith(says)
+
+
+def test_a_quoted_stage_bound_or_workflow_id_is_named() -> None:
+    funnel = minimal()["funnel"]
+    funnel["stages"][1].update(above="0", enroll={"workflow_id": "1234567"})  # type: ignore[index]
+    found = problems_of(minimal(funnel=funnel))
+    assert found["funnel.stages[1].above"].startswith("a number, not the string '0'")
+    assert found["funnel.stages[1].enroll.workflow_id"].startswith("a whole number, not the string '1234567'")
+
+
+@pytest.mark.parametrize("given", [5550001, "5550001"])
+def test_sequence_ids_may_be_integers_or_strings_of_digits(given: int | str) -> None:
+    funnel = minimal()["funnel"]
+    funnel["stages"][1]["enroll"] = {"sequence": {"id": given, "sender_email": "a@b.c", "user_id": given}}  # type: ignore[index]
+    sequence = parse_config(minimal(funnel=funnel)).funnel.stages[1].enroll.sequence  # type: ignore[union-attr]
+    assert sequence is not None and sequence.id == sequence.user_id == "5550001"
+
+
+def test_a_sequence_id_that_is_a_boolean_is_named_once() -> None:
+    funnel = minimal()["funnel"]
+    funnel["stages"][1]["enroll"] = {"sequence": {"id": True, "sender_email": "a@b.c", "user_id": 7}}  # type: ignore[index]
+    assert list(problems_of(minimal(funnel=funnel))) == ["funnel.stages[1].enroll.sequence.id"]
+
+
+def test_any_positive_rate_is_accepted_and_only_hubspots_own_api_warns_above_its_limit() -> None:
+    proxy = parse_config(minimal(hubspot={"requests_per_10s": 5000, "base_url": "https://hubspot-proxy.internal"}))
+    assert proxy.hubspot.requests_per_10s == 5000 and proxy.warnings() == []
+    assert parse_config(minimal(hubspot={"requests_per_10s": 250})).warnings() == []
+    [warning] = parse_config(minimal(hubspot={"requests_per_10s": 251})).warnings()  # the default base URL
+    assert warning.key == "hubspot.requests_per_10s" and "highest published burst limit" in warning.message
+    assert "hubspot.requests_per_10s" in problems_of(minimal(hubspot={"requests_per_10s": 0}))
+
+
+def test_the_readmes_configuration_example_is_a_valid_config() -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("## Configuration", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(tomllib.loads(example))
+    assert config.hubspot.requests_per_10s == 90 and config.warnings() == []

@@ -8,11 +8,9 @@ import structlog
 from funnelsync.cli.progress import Progress
 from funnelsync.cli.report import plan_text, summary_text
 from funnelsync.config import Config
-from funnelsync.errors import ConfigError, ConfigProblem, StopRequested
-from funnelsync.mappings.schema import property_specs
-from funnelsync.sync.enrollments import check_enrollment_targets, enrollment_targets
-from funnelsync.sync.factory import open_crm, open_source
-from funnelsync.sync.run import open_state_for_reading, run_sync
+from funnelsync.errors import StopRequested
+from funnelsync.sync.preflight import preflight
+from funnelsync.sync.run import run_sync
 from funnelsync.sync.shutdown import Shutdown
 
 log = structlog.get_logger("funnelsync.sync")
@@ -31,28 +29,26 @@ def sync_once(config: Config, *, dry_run: bool) -> int:
 
 
 def validate(config: Config) -> None:
-    click.echo("config: ok")
-    source = open_source(config)
-    try:
-        source.check()
-    finally:
-        source.close()
-    click.echo(f"source ({config.source.kind}): reachable, query runs")
-    crm = open_crm(config)
-    crm.check_access()
-    click.echo("HubSpot: token accepted, contacts and properties readable")
-    report = crm.ensure_properties(property_specs(config), dry_run=True)
-    if report.created:
-        click.echo(f"HubSpot: properties to create on the first sync: {', '.join(report.created)}")
-    for name, options in report.options_added.items():
-        click.echo(f"HubSpot: options to add to {name}: {', '.join(options)}")
-    click.echo("HubSpot: every mapped property exists or can be created")
-    problems = check_enrollment_targets(config, crm)
-    for where, reason in problems.items():
-        click.echo(f"enrollment: {where}: {reason}", err=True)
-    if problems:
-        raise ConfigError([ConfigProblem(f"{where}.enroll", reason) for where, reason in problems.items()])
-    if any(True for _ in enrollment_targets(config)):
+    """Everything a sync checks before its first write; every problem at once (exit 2)."""
+    click.echo("config: parsed")
+    found = preflight(config)
+    for warning in found.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if found.columns is not None:
+        click.echo(f"source ({config.source.kind}): reachable, query runs, columns: {', '.join(found.columns)}")
+        if found.columns_ok:
+            click.echo("source: every column the config names is there; every segment rule compiles")
+    if found.state_ok:
+        click.echo("state: can be opened")
+    if found.hubspot_ok:
+        click.echo("HubSpot: token accepted, contacts and properties readable")
+    if found.schema is not None:
+        if found.schema.created:
+            click.echo(f"HubSpot: properties to create on the first sync: {', '.join(found.schema.created)}")
+        for name, options in found.schema.options_added.items():
+            click.echo(f"HubSpot: options to add to {name}: {', '.join(options)}")
+        click.echo("HubSpot: every mapped property exists or can be created")
+    if found.targets_ok:
         click.echo("HubSpot: every workflow and sequence exists; lists exist or will be created")
-    open_state_for_reading(config).close()
-    click.echo("state: ok")
+    found.raise_first()
+    click.echo("validate: ok")

@@ -41,5 +41,12 @@ class Source(ABC):
     def check(self) -> None:
         """A cheap call that proves the source is reachable and the credentials work (`validate`)."""
 
+    def read_columns(self) -> tuple[str, ...]:
+        """The columns a read returns, for `validate` to check the config against: by default
+        from a read stopped before its rows. Raises as `read` does, but does not check `key`."""
+        found = self.read()
+        getattr(found.rows, "close", lambda: None)()
+        return found.columns
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

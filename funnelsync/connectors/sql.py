@@ -163,13 +163,16 @@ class SqlUsageSource(Source):
                     return _NOT_A_QUERY
         return f"the source query failed: {_detail(exc)}"
 
-    def read(self) -> SourceRows:
+    def _open(self) -> tuple[sa.Connection, sa.CursorResult[Any]]:
         connection = self._connect()
         try:
-            result = self._execute(connection)
+            return connection, self._execute(connection)
         except BaseException:
             connection.close()
             raise
+
+    def read(self) -> SourceRows:
+        connection, result = self._open()
         columns = tuple(result.keys())
         if self.key not in columns:
             connection.close()
@@ -194,6 +197,13 @@ class SqlUsageSource(Source):
         rows = self.read().rows
         next(rows, None)
         getattr(rows, "close", lambda: None)()
+
+    def read_columns(self) -> tuple[str, ...]:
+        connection, result = self._open()
+        try:
+            return tuple(result.keys())
+        finally:
+            connection.close()
 
     def close(self) -> None:
         self._engine.dispose()

@@ -185,6 +185,11 @@ class MoesifUsageSource(Source):
         _, calls = _hits(answer, "events count")
         log.info("moesif_check_passed", users=users, api_calls_in_window=calls)
 
+    def read_columns(self) -> tuple[str, ...]:
+        """The columns come from the settings; the check proves the token and scopes."""
+        self.check()
+        return self.columns
+
     def close(self) -> None:
         if self._owns_session:
             self._session.close()
