@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check funnelsync tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 clean:

@@ -18,9 +18,9 @@ What it does:
    segments with CEL rules (one with `days_since`, one with a bool property).
 2. The state a backfill of those N contacts leaves behind, built in bulk ("the builder"): the
    backfill is planned by the real code (`SyncEngine._plan`: source, ContactMapper, Planner)
-   against an empty state; each planned write is confirmed through the real
-   `StateStore._merge_confirmed` and each enrollment made by the real
-   `StateStore._plan_enrollments`, given a stand-in for the ORM session that collects what they
+   against an empty state; each planned write is recorded as `StateStore.record_results` records
+   it (from the write's typed facts) and each enrollment planned by the real `sync.outcomes`, given a
+   stand-in for the ORM session that collects what they
    add (and, while they run, plain classes with the models' fields, defaults and tables instead
    of the ORM models: an instrumented SQLModel instance costs ~60 us, and a backfill of
    1,000,000 contacts makes 4,500,000); the rows are bulk-inserted with SQLAlchemy Core into the
@@ -266,6 +266,14 @@ def change_usage(path: Path, fraction: float, seed: int = SEED + 1) -> int:
     return len(picked)
 
 
+class _NoCrm:
+    """The CRM of an engine that only plans (`SyncEngine._plan` never calls it): the measured
+    child leaves the HubSpot client unimported, which would count in its peak RSS."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"planning used the CRM ({name})")
+
+
 # -- the builder: the state a confirmed backfill leaves ----------------------------------------
 
 class _Writer:
@@ -332,20 +340,20 @@ class BackfillSink:
     * JournalSink -> StateStore.journal_writes: one `write` operation a batch of 100, marked done
       (its payload emptied) by record_results(operation_id=...);
     * StateStore.record_results -> _merge_confirmed: a contact row, its stage change, its stage
-      entry, and the stage's enrollments (_plan_enrollments), marked done by the enrollment runner;
+      entry, and the stage's enrollments (sync.outcomes), marked done by the enrollment runner;
     * StateStore.record_segment_changes: segment members and their enrollments, marked done.
     """
 
     def __init__(self, config: Any, writer: _Writer, run_id: int, now: datetime, done_at: datetime) -> None:
-        from funnelsync.sync.engine import funnel_recording
+        from funnelsync.sync.outcomes import segment_targets, stage_targets
 
         self.writer = writer
         self.run_id = run_id
         self.now = now  # the backfill's planning time
         self.done_at = done_at  # the state store's clock (utcnow) while the run was recorded
         self.batch_size = config.hubspot.batch_size
-        self.funnel = funnel_recording(config)
-        self.segment_enrollments = {segment.name: segment.enroll for segment in config.segments}
+        self.stage_targets = stage_targets(config)
+        self.segment_targets = segment_targets(config)
         self._pending: list[Any] = []
         self._batches = itertools.count(0)
         self._change_ids = itertools.count(1)
@@ -366,76 +374,53 @@ class BackfillSink:
             self._record(self._pending)
         self._pending = []
 
-    def _enrollments(self, email: str, entry: str, reason: str, enroll: Any, created_at: datetime) -> None:
-        """StateStore._plan_enrollments of an entry into a stage or a segment (nothing left: a
-        backfill), each operation then done (mark_operations "started", then "done")."""
+    def _enrollments(self, operations: Sequence[Any], created_at: datetime) -> None:
+        """The operations sync.outcomes plans for an entry, each then done (mark_operations
+        "started", then "done")."""
         from funnelsync.state.models import Operation
 
-        if enroll is None:
-            return
-        planned: list[tuple[str, str, dict[str, str]]] = []
-        if enroll.workflow_id is not None:
-            planned.append(("enroll_workflow", str(enroll.workflow_id), {}))
-        if enroll.list is not None:
-            planned.append(("list_add", enroll.list, {}))
-        if enroll.sequence is not None:
-            planned.append(("enroll_sequence", str(enroll.sequence.id),
-                            {"sender_email": enroll.sequence.sender_email, "user_id": str(enroll.sequence.user_id)}))
-        for kind, target, extra in planned:
-            self.writer.add(Operation, run_id=self.run_id, kind=kind, key=f"{kind}:{target}:{email}:{entry}",
-                            email=email, target=target, payload=json.dumps({"for": reason, **extra}),
+        for planned in operations:
+            self.writer.add(Operation, run_id=self.run_id, kind=planned.kind, key=planned.key, email=planned.email,
+                            target=planned.target, payload=json.dumps(dict(planned.payload)),
                             status="done", attempts=1, last_error="", created_at=created_at,
                             updated_at=self.done_at)
             self.enrollments += 1
 
     def _record(self, batch: list[Any]) -> None:
         from funnelsync.state.models import Contact, Operation, StageChange, StageEntry
+        from funnelsync.state.store import Confirmed
+        from funnelsync.sync.outcomes import stage_entry_operations
 
         number = next(self._batches)
         self.journaled_bytes += len(json.dumps([w.as_json() for w in batch]))  # held until done
         self.writer.add(Operation, run_id=self.run_id, kind="write", key=f"write:{self.run_id}:{number}",
                         payload="[]", status="done", attempts=1, created_at=self.done_at, updated_at=self.done_at)
-        funnel = self.funnel
-        moves = []
         for write in batch:  # a contact the state does not hold yet
             held = {name: value for name, value in write.properties.items() if value != ""}
-            stage = write.properties.get(funnel.stage_property) if funnel else None
-            entered_at = None
-            if stage is not None:
-                assert funnel is not None
-                epoch_ms = write.properties.get(funnel.entry_properties.get(stage, ""))
-                entered_at = datetime.fromtimestamp(int(epoch_ms) / 1000, UTC) if epoch_ms else self.done_at
-            days = {}
-            if funnel is not None:
-                for column, name in (("hello_world_days", funnel.hello_world_property),
-                                     ("working_app_days", funnel.working_app_property)):
-                    days[column] = float(held[name]) if held.get(name) not in (None, "") else None
+            move = write.stage_move
             self.writer.add(Contact, email=write.email, record_id=str(next(self._record_ids)),
                             fingerprint=write.fingerprint, properties=json.dumps(held, sort_keys=True),
-                            stage=stage, stage_entered_at=entered_at, below_since=write.below_since,
-                            written_at=self.done_at, **days)
-            if stage is not None:
-                change_id = next(self._change_ids)
-                self.writer.add(StageChange, id=change_id, email=write.email, from_stage=None, to_stage=stage,
-                                changed_at=entered_at, run_id=self.run_id)
-                self.writer.add(StageEntry, email=write.email, stage=stage, first_entered_at=entered_at)
-                moves.append((write.email, stage, change_id))
-        for email, stage, change_id in moves:  # record_results plans them after the batch's flush
-            assert funnel is not None
-            self._enrollments(email, f"stage-entry:{change_id}", f"stage {stage}", funnel.enrollments.get(stage),
-                              self.done_at)
+                            stage=move.to_stage if move else None, stage_entered_at=move.at if move else None,
+                            below_since=write.below_since, written_at=self.done_at,
+                            hello_world_days=write.hello_world_days, working_app_days=write.working_app_days)
+            if move is not None:
+                self.writer.add(StageChange, id=next(self._change_ids), email=write.email, from_stage=None,
+                                to_stage=move.to_stage, changed_at=move.at, run_id=self.run_id)
+                self.writer.add(StageEntry, email=write.email, stage=move.to_stage, first_entered_at=move.at)
+        self._enrollments(stage_entry_operations([Confirmed(write, None) for write in batch], self.stage_targets),
+                          self.done_at)
         self.written += len(batch)
         self.batches += 1
 
     def add_segment_changes(self, changes: Sequence[Any]) -> None:
         from funnelsync.state.models import SegmentMember
+        from funnelsync.sync.outcomes import segment_change_operations
 
         for change in changes:
             if not change.entered:
                 raise AssertionError("a backfill leaves no segment")
             self.writer.add(SegmentMember, email=change.email, segment=change.segment, entered_at=self.now)
-            self._enrollments(change.email, f"segment:{change.segment}:{self.now.isoformat()}",
-                              f"segment {change.segment}", self.segment_enrollments.get(change.segment), self.now)
+        self._enrollments(segment_change_operations(changes, self.segment_targets, self.now), self.now)
 
     def add_unsent(self, changes: dict[str, Any]) -> None:
         raise AssertionError("a backfill has nothing unchanged")
@@ -448,7 +433,7 @@ def build_state(config_path: Path, state_urls: Sequence[str], scratch: Path) -> 
     """The state a backfill of the config's source leaves, in every one of `state_urls`."""
     from funnelsync.config import load_config
     from funnelsync.connectors.sql import SqlUsageSource
-    from funnelsync.state.models import Run
+    from funnelsync.state.models import Run, RunOutcome
     from funnelsync.state.store import StateStore
     from funnelsync.sync.engine import SyncEngine
 
@@ -459,12 +444,12 @@ def build_state(config_path: Path, state_urls: Sequence[str], scratch: Path) -> 
     run_id = 1
     started = time.monotonic()
     source = SqlUsageSource(config.source)
-    engine = SyncEngine(config, source, None, empty, now=lambda: BACKFILL_NOW)
+    engine = SyncEngine(config, source, _NoCrm(), empty, now=lambda: BACKFILL_NOW)
     sink = BackfillSink(config, writer, run_id, BACKFILL_NOW, DONE_AT)
     plan = engine._plan(sink, BACKFILL_NOW)  # type: ignore[arg-type]
     assert plan.to_write == plan.contacts == plan.rows_read and not plan.refused, plan
     # api_calls: an estimate (upserts + one call per enrollment); the sample check leaves it out
-    writer.add(Run, id=run_id, started_at=DONE_AT, finished_at=DONE_AT, outcome="ok",
+    writer.add(Run, id=run_id, started_at=DONE_AT, finished_at=DONE_AT, outcome=RunOutcome.OK,
                rows_read=plan.rows_read, rows_skipped=0, contacts_changed=plan.to_write,
                contacts_written=sink.written, contacts_rejected=0, api_calls=sink.batches + sink.enrollments,
                message="")
@@ -501,6 +486,7 @@ def real_backfill(config_path: Path, sandbox: Any) -> None:
     from funnelsync.connectors.budget import RequestBudget
     from funnelsync.connectors.hubspot import HubSpotCrm
     from funnelsync.connectors.sql import SqlUsageSource
+    from funnelsync.state.models import RunOutcome
     from funnelsync.state.store import StateStore
     from funnelsync.sync.engine import SyncEngine
 
@@ -512,7 +498,7 @@ def real_backfill(config_path: Path, sandbox: Any) -> None:
         crm = HubSpotCrm(config.hubspot, TOKEN, budget=RequestBudget(1_000_000, 10.0))
         engine = SyncEngine(config, SqlUsageSource(config.source), crm, state, now=lambda: BACKFILL_NOW)
         summary = engine.sync()
-        assert summary.outcome == "ok" and summary.written == summary.rows_read, summary
+        assert summary.outcome == RunOutcome.OK and summary.written == summary.rows_read, summary
         assert not summary.enrollments.failed, summary.enrollments
     finally:
         store_module.utcnow = clock
@@ -615,7 +601,7 @@ def child_plan(spec: dict[str, Any]) -> dict[str, Any]:
     config = load_config(spec["config"])
     state = StateStore(spec["state_url"])
     source = SqlUsageSource(config.source)
-    engine = SyncEngine(config, source, None, state, now=lambda: PLAN_NOW)
+    engine = SyncEngine(config, source, _NoCrm(), state, now=lambda: PLAN_NOW)
     rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     split = _split_timers() if spec.get("split") else None
     profile = None
@@ -638,7 +624,9 @@ def child_plan(spec: dict[str, Any]) -> dict[str, Any]:
         if profile:
             profile.disable()
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        state.finish_run(run_id, "stopped", rows_read=plan.rows_read, contacts_changed=plan.to_write)
+        # a plain string: --compare runs this child on trees older than RunOutcome
+        state.finish_run(run_id, "stopped", rows_read=plan.rows_read,  # type: ignore[arg-type]
+                         contacts_changed=plan.to_write)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     # the journal this run left
     with state.engine.connect() as connection:

@@ -18,6 +18,7 @@ import pytest
 
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
+from funnelsync.state.models import RunOutcome
 from tests.conftest import TOKEN, TOKEN_ENV, Analytics, config_data
 
 
@@ -296,7 +297,7 @@ def test_sigterm_mid_backfill_finishes_the_batch_in_flight_and_records_only_what
     assert 0 < len(in_hubspot) < 1000
     state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     assert state.contact_count() == len(in_hubspot)
-    assert state.recent_runs()[0].outcome == "stopped"
+    assert state.recent_runs()[0].outcome == RunOutcome.STOPPED
     # the next run carries on from there and writes only the rest
     before = len([r for r in sandbox.store.request_log() if r["path"].endswith("batch/upsert")])
     result = funnelsync("-c", str(path), "sync")
@@ -369,8 +370,64 @@ def test_a_killed_sync_still_counts_its_calls_toward_the_days_budget(
     received = len(sandbox.store.request_log())
     state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     [killed] = state.recent_runs()
-    assert killed.outcome == "running"
+    assert killed.outcome == RunOutcome.RUNNING
     # all but the call in flight when it was killed (received, its answer never recorded)
     assert received - 1 <= killed.api_calls <= received
     assert state.api_calls_today() == killed.api_calls
     state.close()
+
+
+def test_a_reject_is_no_longer_listed_once_the_source_is_fixed_and_hubspot_holds_the_contact(
+    config_file: Path, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    analytics.add("ada@example.com", role="Engineering", calls=5)
+    assert funnelsync("-c", str(config_file), "sync").returncode == 0
+    analytics.set_role("ada@example.com", "Astronaut")
+    assert funnelsync("-c", str(config_file), "sync").returncode == 1
+    assert "ada@example.com" in funnelsync("-c", str(config_file), "rejects").stdout
+    analytics.set_role("ada@example.com", "Engineering")  # fixed: HubSpot already holds it so
+    result = funnelsync("-c", str(config_file), "sync")
+    assert result.returncode == 0, result.stderr
+    assert sandbox.store.contacts_by_email()["ada@example.com"]["properties"]["developer_role"] == "Engineering"
+    assert funnelsync("-c", str(config_file), "rejects").stdout.strip() == "no rejected records"
+    assert "rejected records: 0," in funnelsync("-c", str(config_file), "status").stdout
+
+
+def test_a_reject_is_written_once_fixed_and_no_longer_listed_nor_retried(
+    config_file: Path, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    analytics.add("ada@example.com", role="Astronaut", calls=5)
+    assert funnelsync("-c", str(config_file), "sync").returncode == 1
+    listing = funnelsync("-c", str(config_file), "rejects").stdout
+    assert "ada@example.com" in listing and "retried next run" in listing
+    analytics.set_role("ada@example.com", "Engineering")
+    result = funnelsync("-c", str(config_file), "sync")
+    assert result.returncode == 0 and "contacts written: 1" in result.stdout, result.stdout + result.stderr
+    assert "ada@example.com" in sandbox.store.contacts_by_email()
+    assert funnelsync("-c", str(config_file), "rejects").stdout.strip() == "no rejected records"
+
+
+def test_a_reject_whose_row_left_the_source_is_no_longer_listed(
+    config_file: Path, analytics: Analytics
+) -> None:
+    analytics.add("ada@example.com", role="Astronaut")
+    analytics.add("grace@example.com", role="Astronaut")
+    assert funnelsync("-c", str(config_file), "sync").returncode == 1
+    analytics.remove("ada@example.com")
+    assert funnelsync("-c", str(config_file), "sync").returncode == 1
+    listing = funnelsync("-c", str(config_file), "rejects").stdout
+    assert "grace@example.com" in listing and "ada@example.com" not in listing
+
+
+def test_a_reject_by_hubspot_is_no_longer_listed_once_hubspot_holds_the_contact_as_it_should_be(
+    config_file: Path, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    analytics.add("ada@example.com", calls=5)
+    assert funnelsync("-c", str(config_file), "sync").returncode == 0
+    analytics.set_calls("ada@example.com", 7)
+    sandbox.inject_fault(kind="reject_rows", emails=["ada@example.com"])
+    assert funnelsync("-c", str(config_file), "sync").returncode == 1
+    assert "sandbox fault reject_rows" in funnelsync("-c", str(config_file), "rejects").stdout
+    analytics.set_calls("ada@example.com", 5)  # back to what HubSpot holds
+    assert funnelsync("-c", str(config_file), "sync").returncode == 0
+    assert funnelsync("-c", str(config_file), "rejects").stdout.strip() == "no rejected records"

@@ -11,9 +11,11 @@ import pytest
 
 from funnelsync.config import Config, parse_config
 from funnelsync.connectors.hubspot import HubSpotCrm
+from funnelsync.connectors.hubspot.automation import Automation
 from funnelsync.connectors.sql import SqlUsageSource
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
+from funnelsync.state.models import OperationKind, OperationStatus, RunOutcome
 from funnelsync.sync.engine import RunSummary, SyncEngine
 from funnelsync.sync.enrollments import SENDS_PER_RUN
 from tests.conftest import TOKEN, Analytics, config_data
@@ -84,7 +86,8 @@ def test_each_kind_of_enrollment_fires_once_on_entry_and_not_on_the_next_run(
     analytics.add("middle@example.com", calls=10)
     analytics.add("bottom@example.com", calls=5000)
     first = sync(config)
-    assert first.enrollments.done == {"enroll_sequence": 1, "enroll_workflow": 1, "list_add": 1}
+    assert first.enrollments.done == {OperationKind.ENROLL_SEQUENCE: 1, OperationKind.ENROLL_WORKFLOW: 1,
+                                      OperationKind.LIST_ADD: 1}
     second = sync(config)
     assert second.enrollments.done == {}
     assert sequence_enrollments(sandbox) == {"top@example.com": 1}
@@ -142,7 +145,7 @@ def test_demotion_waits_the_days_leaves_the_list_and_a_new_entry_enrolls_again(
     clock.now = entered + timedelta(days=8)  # 7 days below the bound
     demoted = sync(config, clock)
     assert sandbox.store.contacts_by_email()["ada@example.com"]["properties"]["api_integration_stage"] == "middle"
-    assert demoted.enrollments.done == {"enroll_workflow": 1, "list_remove": 1}
+    assert demoted.enrollments.done == {OperationKind.ENROLL_WORKFLOW: 1, OperationKind.LIST_REMOVE: 1}
     assert members(sandbox, PRODUCTION_LIST) == set()
     assert workflow_enrollments(sandbox) == {"ada@example.com": 2}  # re-entering middle is a new entry
     analytics.set_calls("ada@example.com", 9000)
@@ -151,7 +154,7 @@ def test_demotion_waits_the_days_leaves_the_list_and_a_new_entry_enrolls_again(
     assert members(sandbox, PRODUCTION_LIST) == {"ada@example.com"}
 
 
-class CrashAfterEnrolling(HubSpotCrm):
+class CrashAfterEnrolling(Automation):
     """HubSpot enrolls the contact, then the process dies before the state records it."""
 
     def enroll_in_workflow(self, workflow_id: int, email: str) -> None:
@@ -163,8 +166,10 @@ def test_a_crash_between_the_enrollment_call_and_its_record_does_not_enroll_twic
     config: Config, analytics: Analytics, sandbox: SandboxServer
 ) -> None:
     analytics.add("ada@example.com", calls=10)
+    crashing = HubSpotCrm(config.hubspot, TOKEN)
+    crashing.enrollment = CrashAfterEnrolling(crashing.api, TOKEN)
     with pytest.raises(KeyboardInterrupt):
-        sync(config, crm=CrashAfterEnrolling(config.hubspot, TOKEN))
+        sync(config, crm=crashing)
     assert workflow_enrollments(sandbox) == {"ada@example.com": 1}
     retry = sync(config)
     assert retry.enrollments.already_enrolled == 1
@@ -224,7 +229,7 @@ def test_a_workflow_that_does_not_exist_fails_the_enrollment_not_the_sync_and_is
     assert "does not exist" in first.enrollments.problems[f"workflow {WORKFLOW}"]
     sandbox.add_workflow(WORKFLOW, "Created later")
     second = sync(config)
-    assert second.enrollments.done == {"enroll_workflow": 1}
+    assert second.enrollments.done == {OperationKind.ENROLL_WORKFLOW: 1}
     assert workflow_enrollments(sandbox) == {"ada@example.com": 1}
 
 
@@ -242,9 +247,10 @@ def test_a_token_without_the_automation_scope_still_writes_contacts(
         assert summary.exit_status == 1
         state = StateStore(config.state.url)
         [run] = state.recent_runs(1)
-        assert run.outcome == "enrollments-failed" and "1 enrollment(s) failed" in run.message
+        assert run.outcome == RunOutcome.ENROLLMENTS_FAILED and "1 enrollment(s) failed" in run.message
         [failed] = state.failed_enrollments()
-        assert (failed.email, failed.kind, failed.status) == ("ada@example.com", "enroll_workflow", "planned")
+        assert (failed.email, failed.kind, failed.status) == (
+            "ada@example.com", OperationKind.ENROLL_WORKFLOW, OperationStatus.PLANNED)
         assert "automation" in failed.last_error
         state.close()
 
@@ -264,7 +270,7 @@ def test_hubspot_not_answering_during_enrollment_leaves_the_rest_for_the_next_ru
     # a 5xx may follow an apply: each send but the first is preceded by a look at the contact
     assert sent == ["POST", "GET"] * (SENDS_PER_RUN - 1) + ["POST"]
     second = sync(config)
-    assert second.enrollments.done == {"enroll_workflow": 5}
+    assert second.enrollments.done == {OperationKind.ENROLL_WORKFLOW: 5}
     assert workflow_enrollments(sandbox) == {f"dev{i}@example.com": 1 for i in range(5)}
 
 

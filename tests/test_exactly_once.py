@@ -25,6 +25,7 @@ from funnelsync.connectors.hubspot import HubSpotCrm
 from funnelsync.connectors.sql import SqlUsageSource
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
+from funnelsync.state.models import OperationKind, OperationStatus, RunOutcome
 from funnelsync.sync.engine import RunSummary, SyncEngine
 from tests.conftest import TOKEN, TOKEN_ENV, Analytics, config_data
 from tests.test_cli import free_port, wait_for, write_toml
@@ -141,7 +142,7 @@ def test_every_fault_on_every_call_ends_exactly_right_with_each_enrollment_once(
     second = sync(config)
 
     assert sandbox.faults.pending() == []  # every fault was met
-    assert (first.outcome, second.outcome) == ("ok", "ok")
+    assert (first.outcome, second.outcome) == (RunOutcome.OK, RunOutcome.OK)
     assert_exactly_right(sandbox, developers)
     assert members(sandbox, ONBOARDING) == set()
     if call in ("workflow", "sequence") and fault != "429":
@@ -215,10 +216,10 @@ def test_sigterm_while_hubspot_hangs_stops_within_the_grace_and_the_next_run_set
     assert "Traceback" not in logs
     state = state_after(tmp_path)
     [run] = state.recent_runs(1)
-    assert run.outcome == "stopped" and "in flight" in run.message
-    [in_flight] = [op for op in state.pending_enrollments() if op.status == "started"]
+    assert run.outcome == RunOutcome.STOPPED and "in flight" in run.message
+    [in_flight] = [op for op in state.pending_enrollments() if op.status == OperationStatus.STARTED]
     state.close()
-    assert in_flight.kind == "enroll_workflow"
+    assert in_flight.kind == OperationKind.ENROLL_WORKFLOW
 
     sandbox.faults.clear()
     again = subprocess.run([sys.executable, "-m", "funnelsync", "-c", str(config_path), "sync"],
@@ -249,7 +250,7 @@ def test_a_stop_waits_out_no_rate_limit_pause(analytics: Analytics, sandbox: San
     state = state_after(tmp_path)
     [run] = state.recent_runs(1)
     state.close()
-    assert run.outcome == "stopped"
+    assert run.outcome == RunOutcome.STOPPED
 
 
 def test_a_stop_between_enrollments_is_recorded_stopped_not_ok(
@@ -271,10 +272,10 @@ def test_a_stop_between_enrollments_is_recorded_stopped_not_ok(
     assert "stopped early on request" in output
     state = state_after(tmp_path)
     [run] = state.recent_runs(1)
-    left = [op for op in state.pending_enrollments() if op.kind == "enroll_workflow"]
+    left = [op for op in state.pending_enrollments() if op.kind == OperationKind.ENROLL_WORKFLOW]
     state.close()
-    assert run.outcome == "stopped" and "stopped on request" in run.message
-    assert left and all(op.status == "planned" for op in left)  # the one in flight was answered
+    assert run.outcome == RunOutcome.STOPPED and "stopped on request" in run.message
+    assert left and all(op.status == OperationStatus.PLANNED for op in left)  # the one in flight was answered
     sandbox.faults.clear()
     again = subprocess.run([sys.executable, "-m", "funnelsync", "-c", str(config_path), "sync"],
                            capture_output=True, text=True, timeout=120)
@@ -303,7 +304,7 @@ def test_enrollments_into_a_missing_workflow_fail_the_run_with_exit_1_and_are_li
     state = state_after(tmp_path)
     [run] = state.recent_runs(1)
     state.close()
-    assert run.outcome == "enrollments-failed" and run.contacts_written == 3
+    assert run.outcome == RunOutcome.ENROLLMENTS_FAILED and run.contacts_written == 3
     assert funnelsync("sync").returncode == 1  # tried again, still failing: still said
 
 
@@ -336,8 +337,8 @@ def test_hubspots_already_enrolled_settles_an_enrollment_as_done_unless_it_is_an
 
     first = sync(config)
     assert (first.enrollments.already_enrolled, first.enrollments.done, first.enrollments.failed) == (
-        1, {"enroll_sequence": 1}, 1)
-    assert first.outcome == "enrollments-failed"
+        1, {OperationKind.ENROLL_SEQUENCE: 1}, 1)
+    assert first.outcome == RunOutcome.ENROLLMENTS_FAILED
     assert sequence_enrollments(sandbox) == {"ada@example.com": 1, "bob@example.com": 1, "cy@example.com": 1}
     state = StateStore(config.state.url)
     [failed] = state.failed_enrollments()

@@ -10,13 +10,14 @@ import pytest
 from hubspot.crm.properties import PropertyCreate
 
 from funnelsync.config import Config, parse_config
-from funnelsync.connectors.crm import ContactWrite
+from funnelsync.connectors.crm import ContactWrite, ContactWriting
 from funnelsync.connectors.hubspot import HubSpotCrm
 from funnelsync.connectors.sql import SqlUsageSource
 from funnelsync.errors import ConfigError, DailyLimitReached, FatalError
 from funnelsync.mappings.schema import property_specs
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
+from funnelsync.state.models import RunOutcome
 from funnelsync.sync.engine import RunSummary, SyncEngine
 from tests.conftest import TOKEN, Analytics, config_data
 
@@ -49,10 +50,10 @@ def writes(count: int, role: str = "Engineering") -> list[ContactWrite]:
 
 
 @pytest.fixture
-def provisioned(config: Config) -> Iterator[HubSpotCrm]:
+def provisioned(config: Config) -> Iterator[ContactWriting]:
     crm = crm_for(config)
-    crm.ensure_properties(property_specs(config))
-    yield crm
+    crm.properties.ensure_properties(property_specs(config))
+    yield crm.contacts
 
 
 def test_a_storm_of_429s_is_waited_out_and_every_contact_is_written(
@@ -93,7 +94,7 @@ def test_the_daily_limit_stops_the_run_cleanly_and_the_next_run_carries_on(
         state = StateStore(config.state.url)
         assert 0 < len(in_hubspot) < 1000
         assert state.contact_count() == len(in_hubspot)
-        assert state.recent_runs()[0].outcome == "daily-limit"
+        assert state.recent_runs()[0].outcome == RunOutcome.DAILY_LIMIT
         portal.limiter.reset()  # the day rolls over
         summary = sync(config)
         assert summary.written == 1000 - len(in_hubspot)
@@ -127,7 +128,7 @@ def test_5xx_beyond_the_retry_limit_is_fatal_and_records_only_what_was_confirmed
 
 
 def test_three_invalid_emails_among_100_sink_only_themselves(
-    provisioned: HubSpotCrm, sandbox: SandboxServer
+    provisioned: ContactWriting, sandbox: SandboxServer
 ) -> None:
     batch = writes(100)
     for position, bad in ((5, "ada@exa mple.com"), (50, "grace@@example.com"), (99, "linus@example.")):
@@ -143,7 +144,7 @@ def test_three_invalid_emails_among_100_sink_only_themselves(
 
 
 def test_an_option_hubspot_refuses_sets_aside_only_the_rows_with_that_value(
-    provisioned: HubSpotCrm, sandbox: SandboxServer
+    provisioned: ContactWriting, sandbox: SandboxServer
 ) -> None:
     batch = writes(100)
     for position in (10, 20):
@@ -156,7 +157,7 @@ def test_an_option_hubspot_refuses_sets_aside_only_the_rows_with_that_value(
 
 
 def test_a_batch_refused_without_naming_rows_is_halved_until_the_good_rows_are_written(
-    provisioned: HubSpotCrm, sandbox: SandboxServer
+    provisioned: ContactWriting, sandbox: SandboxServer
 ) -> None:
     sandbox.inject_fault(kind="status", status=400)
     before = provisioned.calls_made

@@ -22,6 +22,7 @@ from funnelsync.connectors.sql import SqlUsageSource
 from funnelsync.errors import FatalError, RebuildRefused, StateLost
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
+from funnelsync.state.models import OperationKind
 from funnelsync.state.store import RebuiltContact
 from funnelsync.sync.engine import SyncEngine
 from funnelsync.sync.rebuild import RebuildReport, StateRebuilder
@@ -117,7 +118,8 @@ def test_after_a_lost_state_the_sync_stops_and_a_rebuild_enrolls_nobody_twice_an
     clock = Clock()
     add_funnel(analytics)
     first = sync(config, clock)
-    assert first.enrollments.done == {"enroll_sequence": 2, "enroll_workflow": 2, "list_add": 2}
+    assert first.enrollments.done == {OperationKind.ENROLL_SEQUENCE: 2, OperationKind.ENROLL_WORKFLOW: 2,
+                                      OperationKind.LIST_ADD: 2}
     original = entry_dates(sandbox)
     writes = sandbox.store.write_count()
 
@@ -142,7 +144,7 @@ def test_after_a_lost_state_the_sync_stops_and_a_rebuild_enrolls_nobody_twice_an
 
     analytics.set_calls("mover@example.com", 5000)  # moved on while the state was lost
     after = sync(config, clock)
-    assert after.enrollments.done == {"list_add": 1} and after.enrollments.failed == 0
+    assert after.enrollments.done == {OperationKind.LIST_ADD: 1} and after.enrollments.failed == 0
     assert after.written == 1  # only the contact that moved: everything else HubSpot holds already
     assert workflow_enrollments(sandbox) == {"middle@example.com": 1, "mover@example.com": 1}
     assert sequence_enrollments(sandbox) == {"top@example.com": 1, "quiet@example.com": 1}
@@ -234,7 +236,7 @@ def test_a_first_sync_into_a_portal_without_funnelsyncs_data_goes_ahead(
     config = enrolling_config(analytics, sandbox, tmp_path)
     analytics.add("ada@example.com", calls=10)
     assert "the state is empty" not in preview_text(config)
-    assert sync(config).enrollments.done == {"enroll_workflow": 1}
+    assert sync(config).enrollments.done == {OperationKind.ENROLL_WORKFLOW: 1}
     state = StateStore(config.state.url)
     assert state.rebuilt_at() is None and state.contact_count() == 1
     state.close()

@@ -26,6 +26,7 @@ from funnelsync.config import Config, parse_config
 from funnelsync.errors import CredentialsError
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
+from funnelsync.state.models import RunOutcome
 from tests.conftest import TOKEN_ENV
 from tests.test_moesif import BASE_URL, EVENTS, USERS, FakeMoesif, make_event, make_user
 
@@ -385,7 +386,7 @@ def test_a_second_sync_over_the_same_moesif_data_writes_nothing(
     assert sandbox.store.lists() == lists_before
     assert len(moesif.calls) == 2 * (2 * PAGES + 1), "the second sync reads Moesif the same way"
     runs = StateStore(config.state.url).recent_runs()
-    assert [r.outcome for r in runs] == ["ok", "ok"]
+    assert [r.outcome for r in runs] == [RunOutcome.OK, RunOutcome.OK]
 
 
 @pytest.mark.parametrize(
@@ -411,6 +412,6 @@ def test_a_refused_moesif_token_fails_the_sync_before_anything_is_written(
     assert sandbox.store.write_count() == 0
     assert sandbox.store.workflow_enrollments() == []
     [run] = StateStore(config.state.url).recent_runs()
-    assert run.outcome == "failed"
+    assert run.outcome == RunOutcome.FAILED
     assert MOESIF_TOKEN_ENV in run.message and MOESIF_TOKEN not in run.message
     assert run.contacts_written == 0

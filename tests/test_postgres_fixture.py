@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from funnelsync.state import StateStore
+from funnelsync.state.models import RunOutcome
 from tests.postgres import (
     DIR_PREFIX,
     OWNER_FILE,
@@ -110,12 +111,12 @@ def test_state_store_creates_its_tables_and_reopens(
         assert first.engine.dialect.name == "postgresql"
         assert tables(engine_for(postgres_url)) >= STATE_TABLES
         run = first.start_run()
-        first.finish_run(run, "ok", contacts_written=1)
+        first.finish_run(run, RunOutcome.OK, contacts_written=1)
     finally:
         first.close()
     second = StateStore(postgres_url)  # finds funnelsync's tables: opens, creates nothing
     try:
-        assert [r.outcome for r in second.recent_runs()] == ["ok"]
+        assert [r.outcome for r in second.recent_runs()] == [RunOutcome.OK]
         with second.exclusive():
             pass
     finally:

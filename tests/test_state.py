@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,14 +16,14 @@ from sqlmodel import SQLModel
 from funnelsync.errors import StateError, StateLocked
 from funnelsync.mappings.values import epoch_ms
 from funnelsync.state import StateStore
-from funnelsync.state.models import Operation
+from funnelsync.state.models import Operation, OperationKind, RunOutcome
 from funnelsync.state.store import (
     Confirmed,
-    FunnelRecording,
     KnownContact,
     PlannedWrite,
     Refused,
     SegmentChange,
+    StageMove,
     fingerprint,
     utcnow,
 )
@@ -48,8 +49,8 @@ def test_the_migrations_build_exactly_the_tables_the_code_uses(store: StateStore
 def test_reopening_migrates_nothing_and_keeps_the_data(state_url: str) -> None:
     first = StateStore(state_url)
     run = first.start_run()
-    funnel = FunnelRecording("stage", {}, "hw", "wa", {})
-    first.record_results(run, [Confirmed(write("ada@example.com", stage="top"), "101")], [], funnel=funnel)
+    top = replace(write("ada@example.com", stage="top"), stage_move=StageMove("top", utcnow()))
+    first.record_results(run, [Confirmed(top, "101")], [])
     first.close()
     second = StateStore(state_url)
     assert second.known_contacts(["ada@example.com"])["ada@example.com"].stage == "top"
@@ -59,25 +60,26 @@ def test_reopening_migrates_nothing_and_keeps_the_data(state_url: str) -> None:
 def test_known_contacts_bring_their_stage_entries_and_segments_over_several_chunks(store: StateStore) -> None:
     run = store.start_run()
     entered = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
-    funnel = FunnelRecording("stage", {"top": "top_at", "middle": "middle_at"}, "hw", "wa", {})
-    writes = [write(f"dev{i}@example.com", stage="top", top_at=epoch_ms(entered)) for i in range(4500)]
-    store.record_results(run, [Confirmed(w, None) for w in writes], [], funnel=funnel)
-    moved = write("dev7@example.com", stage="middle", middle_at=epoch_ms(entered + timedelta(days=2)))
-    store.record_results(run, [Confirmed(moved, None)], [], funnel=funnel)
-    store.record_segment_changes(run, [SegmentChange("dev7@example.com", "quota", True),
-                                       SegmentChange("dev7@example.com", "new", True),
-                                       SegmentChange("never-written@example.com", "new", True)], {}, utcnow())
+    writes = [replace(write(f"dev{i}@example.com", stage="top", top_at=epoch_ms(entered)),
+                      stage_move=StageMove("top", entered)) for i in range(4500)]
+    store.record_results(run, [Confirmed(w, None) for w in writes], [])
+    moved = replace(write("dev7@example.com", stage="middle", middle_at=epoch_ms(entered + timedelta(days=2))),
+                    stage_move=StageMove("middle", entered + timedelta(days=2)), previous_stage="top")
+    store.record_results(run, [Confirmed(moved, None)], [])
+    store.record_segment_changes([SegmentChange("dev7@example.com", "quota", True),
+                                  SegmentChange("dev7@example.com", "new", True),
+                                  SegmentChange("never-written@example.com", "new", True)], [], run, utcnow())
 
     known = store.known_contacts([*(f"dev{i}@example.com" for i in range(4500)), "never-written@example.com",
                                   "unknown@example.com"])
 
     assert len(known) == 4501
-    assert known["dev7@example.com"].entries == {"top": entered.replace(microsecond=891000),
-                                                 "middle": entered.replace(microsecond=891000) + timedelta(days=2)}
+    assert known["dev7@example.com"].entries == {"top": entered,
+                                                 "middle": entered + timedelta(days=2)}
     assert known["dev7@example.com"].entries["top"].tzinfo is not None
     assert (known["dev7@example.com"].stage, known["dev7@example.com"].segments) == ("middle", {"quota", "new"})
     assert known["dev4499@example.com"] == KnownContact(writes[4499].fingerprint, "top", None,
-                                                        {"top": entered.replace(microsecond=891000)})
+                                                        {"top": entered})
     assert known["never-written@example.com"] == KnownContact("", None, None, {}, frozenset({"new"}))
 
 
@@ -114,11 +116,11 @@ def test_a_run_after_a_crash_supersedes_the_unfinished_writes_and_marks_the_run_
     store.journal_writes(crashed, [[write("ada@example.com", n="1")], [write("bob@example.com", n="1")]], 0)
     interrupted = store.interrupted_run()
     assert interrupted is not None
-    assert (interrupted.run_id, interrupted.unfinished) == (crashed, {"write": 2})
+    assert (interrupted.run_id, interrupted.unfinished) == (crashed, {OperationKind.WRITE: 2})
     next_run = store.start_run()
     assert store.recover(next_run) == 2
     assert list(store.planned_write_batches(crashed)) == []
-    assert store.recent_runs()[1].outcome == "interrupted"
+    assert store.recent_runs()[1].outcome == RunOutcome.INTERRUPTED
 
 
 def test_planned_writes_of_a_contact_found_to_be_duplicated_are_dropped(store: StateStore) -> None:
@@ -140,7 +142,7 @@ def test_a_finished_write_keeps_no_payload(store: StateStore) -> None:
     store.record_results(run, [Confirmed(w, None) for w in batch.writes], [], operation_id=batch.operation_id)
     with store.engine.connect() as connection:
         payloads = connection.execute(sa.text("SELECT status, payload FROM operations ORDER BY id")).all()
-    assert [tuple(row) for row in payloads] == [("superseded", "[]"), ("done", "[]")]
+    assert [tuple(row) for row in payloads] == [("superseded", "[]"), ("done", "[]")]  # the strings stored
 
 
 def test_a_sqlite_state_gives_the_space_retention_frees_back(tmp_path: Path) -> None:
@@ -152,7 +154,7 @@ def test_a_sqlite_state_gives_the_space_retention_frees_back(tmp_path: Path) -> 
     grown = path.stat().st_size
     run = store.start_run()
     store.recover(run)
-    store.finish_run(run, "ok")
+    store.finish_run(run, RunOutcome.OK)
     store.prune(timedelta(0))
     store.close()
     assert path.stat().st_size < grown / 2
@@ -164,7 +166,7 @@ def test_old_history_and_finished_operations_are_pruned(store: StateStore) -> No
     store.journal_writes(run, [[write("ada@example.com", n="1")]], 0)
     [batch] = store.planned_write_batches(run)
     store.record_results(run, [Confirmed(batch.writes[0], None)], [], operation_id=batch.operation_id)
-    store.finish_run(run, "ok")
+    store.finish_run(run, RunOutcome.OK)
     assert store.prune(timedelta(days=30)) == {"runs": 0, "operations": 0, "stage_changes": 0}
     pruned = store.prune(timedelta(seconds=-1))
     assert pruned["runs"] == 1 and pruned["operations"] == 1
@@ -196,7 +198,7 @@ def test_the_leader_lock_is_held_by_one_daemon_at_a_time(state_url: str) -> None
 def test_api_calls_today_adds_up_todays_runs(store: StateStore) -> None:
     for calls in (10, 32):
         run = store.start_run()
-        store.finish_run(run, "ok", api_calls=calls)
+        store.finish_run(run, RunOutcome.OK, api_calls=calls)
     assert store.api_calls_today() == 42
 
 

@@ -23,6 +23,7 @@ from funnelsync.daemon.scheduler import Daemon
 from funnelsync.errors import StateError
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
+from funnelsync.state.models import RunOutcome
 from tests.conftest import Analytics, config_data
 from tests.postgres import PostgresCluster
 from tests.test_cli import Daemon as DaemonProcess
@@ -88,7 +89,7 @@ def test_a_lone_daemon_stays_active_whichever_thread_runs_its_ticks(
             assert daemon.metrics.role == "active", f"tick {tick}"
             assert in_thread(daemon._lead) is True, f"tick {tick}"
             assert in_thread(daemon.leader.still_held) is True
-        assert daemon.metrics.runs == {"ok": 6}
+        assert daemon.metrics.runs == {RunOutcome.OK: 6}
     finally:
         daemon.leader.release()
         daemon.state.close()

@@ -13,6 +13,7 @@ from funnelsync.config import Config, parse_config
 from funnelsync.errors import ConfigError, CredentialsError, FatalError
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
+from funnelsync.state.models import RunOutcome
 from funnelsync.sync import planner as plan_module
 from funnelsync.sync.planner import Planner
 from funnelsync.sync.shutdown import Shutdown
@@ -223,7 +224,7 @@ def test_a_wrong_token_is_a_credentials_error_and_leaves_no_half_written_state(
     state = state_of(config)
     assert state.contact_count() == 0
     [run] = state.recent_runs()
-    assert run.outcome == "failed" and "401" in run.message
+    assert run.outcome == RunOutcome.FAILED and "401" in run.message
 
 
 def test_a_missing_scope_is_named(analytics: Analytics, tmp_path: Path) -> None:
@@ -268,12 +269,16 @@ def test_a_stop_while_planning_sends_nothing_and_the_next_run_plans_everything(
     monkeypatch.setattr(Planner, "_diff_chunk", stop_after_the_first_chunk)
     stopped = run_sync(config, dry_run=False, shutdown=shutdown)
 
-    assert (stopped.outcome, stopped.rows_read, stopped.written) == ("stopped", 100, 0)
+    assert (stopped.outcome, stopped.rows_read, stopped.written) == (RunOutcome.STOPPED, 100, 0)
     assert upserts(sandbox) == []
+    state = state_of(config)
+    assert state.pending_enrollments() == [] and state.interrupted_run() is not None
+    assert state.interrupted_run().unfinished == {}  # type: ignore[union-attr]  (the first chunk's writes: not kept)
+    state.close()
     monkeypatch.setattr(Planner, "_diff_chunk", diff_chunk)
     finished = run_sync(config, dry_run=False)
-    assert (finished.outcome, finished.written, finished.resumed_writes) == ("ok", 250, 1)
+    assert (finished.outcome, finished.written, finished.resumed_writes) == (RunOutcome.OK, 250, 0)
     assert len(sandbox.store.contacts_by_email()) == 250
     state = state_of(config)
-    assert [run.outcome for run in state.recent_runs()] == ["ok", "stopped"]
+    assert [run.outcome for run in state.recent_runs()] == [RunOutcome.OK, RunOutcome.STOPPED]
     state.close()

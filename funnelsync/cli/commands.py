@@ -23,6 +23,7 @@ from funnelsync.daemon.logs import configure_logging
 from funnelsync.daemon.scheduler import run_daemon
 from funnelsync.errors import FunnelsyncError
 from funnelsync.sandbox import SandboxServer
+from funnelsync.state.models import OperationStatus
 from funnelsync.state.store import utcnow
 from funnelsync.sync.run import open_state_for_reading, rebuild_state
 
@@ -128,7 +129,8 @@ def status() -> None:
     hello, working = state.timing_medians()
     if hello is not None or working is not None:
         click.echo(f"median time to first hello world: {_days(hello)}; to first working app: {_days(working)}")
-    pending = {k: v for k, v in state.enrollment_counts().items() if not k.endswith(" done")}
+    pending = {f"{kind} {status}": count for (kind, status), count in state.enrollment_counts().items()
+               if status != OperationStatus.DONE}
     if pending:
         listed = ", ".join(f"{kind.replace('_', ' ')}: {count}" for kind, count in sorted(pending.items()))
         click.echo(f"enrollments pending: {listed}")

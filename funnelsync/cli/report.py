@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from funnelsync.config import Config, Enroll
-from funnelsync.state.models import Operation, Reject, Run
+from funnelsync.state.models import Operation, OperationStatus, Reject, Run
 from funnelsync.sync.engine import RunSummary
 from funnelsync.sync.rebuild import RebuildReport
 
@@ -29,8 +29,8 @@ def summary_text(summary: RunSummary, *, title: str = "sync") -> str:
         lines.append(f"  segments: {moves}")
     enrollments = summary.enrollments
     if enrollments.done or enrollments.failed or enrollments.already_enrolled:
-        done = ", ".join(f"{kind.replace('_', ' ')} {count}" for kind, count in sorted(enrollments.done.items()))
-        line = f"  enrollments made: {done or 'none'}; failed (retried next run): {enrollments.failed}"
+        made = ", ".join(f"{kind.replace('_', ' ')} {count}" for kind, count in sorted(enrollments.done.items()))
+        line = f"  enrollments made: {made or 'none'}; failed (retried next run): {enrollments.failed}"
         if enrollments.already_enrolled:
             line += f"; found already made: {enrollments.already_enrolled}"
         lines.append(line)
@@ -121,7 +121,8 @@ def rejects_text(rejects: list[Reject], enrollments: list[Operation]) -> str:
     if enrollments:
         lines.append(f"{len(enrollments)} failed enrollment(s), retried next run:")
     for operation in enrollments:
-        unknown = " (outcome unknown: checked in HubSpot before any resend)" if operation.status == "started" else ""
+        unknown = (" (outcome unknown: checked in HubSpot before any resend)"
+                   if operation.status == OperationStatus.STARTED else "")
         lines.append(f"  {operation.email} {operation.kind.replace('_', ' ')} {operation.target}: "
                      f"{operation.last_error} (attempts {operation.attempts}){unknown}")
     return "\n".join(lines)

@@ -1,11 +1,12 @@
-"""The interface of a CRM connector: make sure properties exist, write contacts, say per row
-what happened. The sync engine talks to this, never to HubSpot directly."""
+"""The interface of a CRM connector, by role: make sure properties exist, write contacts and
+say per row what happened, enroll, read back. The sync talks to these, never to HubSpot directly."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from funnelsync.mappings.schema import PropertySpec
 
@@ -32,21 +33,35 @@ class SchemaReport:
     unchanged: list[str] = field(default_factory=list)
 
 
-class Crm(ABC):
+class PropertyProvisioning(ABC):
+    """What a sync (and `validate`) needs before any contact is written."""
+
     @abstractmethod
     def ensure_properties(self, specs: Sequence[PropertySpec], *, dry_run: bool = False) -> SchemaReport:
         """Create the property group and every missing property; add missing enumeration
         options (never remove one). A property that exists with another type is a ConfigError."""
 
     @abstractmethod
-    def write_contacts(self, writes: Sequence[ContactWrite]) -> list[WriteResult]:
-        """Upsert by email; one result per write, matched by identity, never by position."""
-
-    @abstractmethod
     def check_access(self) -> None:
         """Prove the token works and has the scopes needed (CredentialsError otherwise)."""
 
-    # -- enrollment ---------------------------------------------------------------------------
+
+class ContactWriting(ABC):
+    """What the sync engine needs to write contacts."""
+
+    @abstractmethod
+    def write_contacts(self, writes: Sequence[ContactWrite]) -> list[WriteResult]:
+        """Upsert by email; one result per write, matched by identity, never by position."""
+
+    @property
+    @abstractmethod
+    def calls_made(self) -> int:
+        """HTTP requests the connector sent so far, for every role, retries included."""
+
+
+class Enrollment(ABC):
+    """What the enrollment runner needs: lists, workflows and sequences, and the reads that
+    settle an enrollment of unknown outcome."""
 
     @abstractmethod
     def find_or_create_list(self, name: str, *, create: bool = True) -> str | None:
@@ -78,12 +93,10 @@ class Crm(ABC):
     def sequence_of(self, record_id: str) -> str | None:
         """The sequence the contact is enrolled in now, if any."""
 
-    @property
-    @abstractmethod
-    def calls_made(self) -> int:
-        """HTTP requests sent so far, retries included."""
 
-    # -- reading back (`state rebuild`, and the lost-state check before a sync) -----------------
+class ReadingBack(ABC):
+    """What the lost-state check before a sync and `state rebuild` read back (a rebuild also
+    reads lists and enrollments through `Enrollment`)."""
 
     @abstractmethod
     def contacts_holding(self, names: Sequence[str]) -> int:
@@ -98,6 +111,22 @@ class Crm(ABC):
     @abstractmethod
     def list_members(self, list_id: str) -> set[str]:
         """The record ids of every member of a static list."""
+
+
+class Crm(Protocol):
+    """A CRM connector: one object per role; each part of a sync takes the role it needs."""
+
+    @property
+    def properties(self) -> PropertyProvisioning: ...
+
+    @property
+    def contacts(self) -> ContactWriting: ...
+
+    @property
+    def enrollment(self) -> Enrollment: ...
+
+    @property
+    def reading(self) -> ReadingBack: ...
 
 
 @dataclass(frozen=True)

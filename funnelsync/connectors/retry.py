@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import structlog
+import tenacity
 from tenacity import RetryCallState, Retrying, retry_if_exception
 from tenacity.wait import wait_random_exponential
 
@@ -54,7 +55,7 @@ class _StopAfterFailures:
     def __call__(self, state: RetryCallState) -> bool:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, RateLimited):
-            return state.seconds_since_start >= self.patience
+            return (state.seconds_since_start or 0.0) >= self.patience
         self.failures += 1
         return self.failures >= self.attempts
 
@@ -79,6 +80,6 @@ def call_with_retries(
         wait=_WaitHonouringRetryAfter(initial_wait, max_wait),
         before_sleep=_log_retry,
         reraise=True,
-        **({"sleep": sleep} if sleep else {}),
+        sleep=sleep or tenacity.nap.sleep,
     )
     return retrying(fn, *args, **kwargs)

@@ -8,6 +8,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from funnelsync.errors import ConfigError
+from funnelsync.state.models import RunOutcome
 from funnelsync.sync.engine import RunSummary
 
 
@@ -16,7 +17,7 @@ class RunMetrics:
         self._lock = threading.Lock()
         self.role = "starting"
         self.running = False
-        self.runs: dict[str, int] = {}
+        self.runs: dict[RunOutcome, int] = {}
         self.contacts_written = 0
         self.contacts_rejected = 0
         self.api_calls = 0
@@ -41,7 +42,7 @@ class RunMetrics:
     def run_failed(self, reason: str) -> None:
         with self._lock:
             self.running = False
-            self.runs["failed"] = self.runs.get("failed", 0) + 1
+            self.runs[RunOutcome.FAILED] = self.runs.get(RunOutcome.FAILED, 0) + 1
             self.last_error = reason
 
     def standby(self, reason: str) -> None:

@@ -42,7 +42,8 @@ class ModelBook:
             raise validation_error(f"Invalid input JSON: {exc}") from exc
         if model is None:
             raise validation_error("Invalid input JSON: the body is empty")
-        return self._wire.sanitize_for_serialization(model)
+        checked: dict[str, Any] = self._wire.sanitize_for_serialization(model)
+        return checked
 
     def answer(self, model_name: str, data: dict[str, Any]) -> dict[str, Any]:
         """`data` passed through the response model, as the JSON the client will read."""
@@ -53,7 +54,8 @@ class ModelBook:
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise HubSpotError(500, "INTERNAL_ERROR",
                                f"sandbox built an answer {model_name} rejects: {exc}") from exc
-        return self._wire.sanitize_for_serialization(model)
+        answered: dict[str, Any] = self._wire.sanitize_for_serialization(model)
+        return answered
 
 
 def _wire_client(package: ModuleType) -> type:

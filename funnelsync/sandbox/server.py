@@ -13,6 +13,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -60,7 +61,7 @@ class SandboxServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host if isinstance(host, str) else host.decode()}:{port}"
 
     def start(self) -> SandboxServer:
         """Serve in a daemon thread."""
@@ -119,7 +120,7 @@ class SandboxServer:
         self.limiter.reset()
 
     def answer_api(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
-                   headers: Mapping[str, str]) -> Answer | None:
+                   headers: Mapping[str, str] | Message[str, str]) -> Answer | None:
         """HubSpot's answer to one API request; None when a fault drops the connection."""
         token = _bearer_token(headers)
         if token != self.token:
@@ -179,7 +180,7 @@ def _lose(answer: Answer, fault: Fault) -> Answer | None:
     return answer
 
 
-def _bearer_token(headers: Mapping[str, str]) -> str | None:
+def _bearer_token(headers: Mapping[str, str] | Message[str, str]) -> str | None:
     scheme, _, token = (headers.get("Authorization") or "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
@@ -264,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _BadBody(408, "the request body did not arrive in time") from exc
 
     def _read_chunked(self) -> bytes:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             size_line = self.rfile.readline(1024).split(b";")[0].strip()
             try:
@@ -342,6 +343,6 @@ def _payload(answer: Answer) -> tuple[bytes, str]:
 
 def _correlation_of(answer: Answer) -> str:
     body = answer.body
-    if isinstance(body, dict) and isinstance(body.get("correlationId"), str):
-        return body["correlationId"]
+    if isinstance(body, dict) and isinstance(found := body.get("correlationId"), str):
+        return found
     return correlation_id()

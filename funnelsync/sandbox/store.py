@@ -21,7 +21,7 @@ CONTACT_OBJECT_TYPE = "0-1"
 SHUFFLE_SEED = 20240607
 READ_ONLY_PATH_SUFFIXES = ("/batch/read", "/search")
 
-BUILT_IN_GROUP = {"name": "contactinformation", "label": "Contact information",
+BUILT_IN_GROUP: dict[str, Any] = {"name": "contactinformation", "label": "Contact information",
                   "displayOrder": -1, "archived": False}
 # name, label, type, fieldType, description, value set by HubSpot itself
 BUILT_IN_PROPERTIES = (

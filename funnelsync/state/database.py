@@ -64,10 +64,51 @@ def create_engine(url: str) -> sa.Engine:
         engine = sa.create_engine(url, **_engine_options(url))
     except (ArgumentError, NoSuchModuleError) as exc:
         raise ConfigError([ConfigProblem("state.url", f"not a usable database URL: {exc}")]) from None
+    folder = _missing_folder(engine)
+    if folder is not None:
+        engine.dispose()
+        raise ConfigError([ConfigProblem("state.url", _no_folder(folder))])
     if engine.dialect.name == "sqlite":
         _begin_explicitly(engine)
     sa.event.listen(engine, "handle_error", _raise_state_failure)
     return engine
+
+
+def _missing_folder(engine: sa.Engine) -> Path | None:
+    """The folder a SQLite state would be in, when there is no such folder: funnelsync creates
+    the state file and its lock files, never the folders above them."""
+    path = _sqlite_file(engine)
+    return path.parent if path is not None and not path.parent.is_dir() else None
+
+
+def _no_folder(folder: Path) -> str:
+    return (f"there is no folder {folder} for the SQLite state: create it, or point state.url at a file "
+            "in a folder that exists")
+
+
+def check_state(url: str) -> None:
+    """What a sync needs of `state.url`, checked without creating or changing anything (for
+    `validate`): a usable URL; for SQLite a folder that exists and may be written, and a file that
+    is funnelsync's if there is one; for a server, a database that answers and is funnelsync's or
+    empty. Raises ConfigError, or StateError for a database that cannot be opened or is not ours."""
+    engine = create_engine(url)
+    try:
+        path = _sqlite_file(engine)
+        if path is not None and not path.exists():
+            if not os.access(path.parent, os.W_OK | os.X_OK):
+                raise ConfigError([ConfigProblem(
+                    "state.url", f"funnelsync may not create the SQLite state {path.name} in {path.parent}")])
+            return
+        relations = _relations(engine)
+        _refuse_foreign(engine, relations)
+        if relations:
+            with engine.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+                if current is not None and not _known_revision(connection, current):
+                    raise StateError(f"the state at {where(engine)} was written by a newer funnelsync "
+                                     f"(schema {current}); this one knows up to {head_revision()}")
+    finally:
+        engine.dispose()
 
 
 def _engine_options(url: str) -> dict[str, Any]:
@@ -118,22 +159,23 @@ def in_values(engine: sa.Engine, column: sa.ColumnElement[Any], values: Sequence
     over 50 parameters on every call, and SQLite caps a statement's parameters."""
     if engine.dialect.name == "postgresql":
         return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
-    each = sa.select(sa.column("value")).select_from(sa.func.json_each(sa.bindparam(None, json.dumps(list(values)))))
+    array: sa.BindParameter[str] = sa.bindparam(None, json.dumps(list(values)))
+    each: sa.Select[Any] = sa.select(sa.column("value")).select_from(sa.func.json_each(array))
     return column.in_(each)
 
 
-def json_object_text(engine: sa.Engine, key: sa.ColumnElement[Any],
-                     value: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+def json_object_text(engine: sa.Engine, key: Any, value: Any) -> sa.ColumnElement[str]:
     """The aggregate of (key, value) rows as the text of one JSON object."""
     if engine.dialect.name == "postgresql":
         return sa.cast(sa.func.json_object_agg(key, value), sa.Text)
     return sa.func.json_group_object(key, value, type_=sa.Text)
 
 
-def joined_text(engine: sa.Engine, value: sa.ColumnElement[Any], separator: str) -> sa.ColumnElement[str]:
+def joined_text(engine: sa.Engine, value: Any, separator: str) -> sa.ColumnElement[str]:
     """The aggregate of rows' values as one text, joined by `separator`."""
-    name = "string_agg" if engine.dialect.name == "postgresql" else "group_concat"
-    return getattr(sa.func, name)(value, separator, type_=sa.Text)
+    if engine.dialect.name == "postgresql":
+        return sa.func.string_agg(value, separator, type_=sa.Text)
+    return sa.func.group_concat(value, separator, type_=sa.Text)
 
 
 def release_free_space(engine: sa.Engine) -> None:

@@ -2,11 +2,61 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlmodel import Field, SQLModel
+import sqlalchemy as sa
+from sqlmodel import AutoString, Field, SQLModel
 
 APPLICATION = "funnelsync"
+
+
+class RunOutcome(enum.StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    REJECTS = "rejects"  # contacts rejected (exit 1)
+    ENROLLMENTS_FAILED = "enrollments-failed"  # exit 1
+    STOPPED = "stopped"  # on request, or planning stopped; the next run carries on
+    FAILED = "failed"
+    DAILY_LIMIT = "daily-limit"
+    INTERRUPTED = "interrupted"  # never finished (killed): set by the next run
+
+
+class OperationKind(enum.StrEnum):
+    WRITE = "write"  # one batch of property writes
+    LIST_ADD = "list_add"
+    LIST_REMOVE = "list_remove"
+    ENROLL_WORKFLOW = "enroll_workflow"
+    ENROLL_SEQUENCE = "enroll_sequence"
+
+
+class OperationStatus(enum.StrEnum):
+    PLANNED = "planned"  # also a refused enrollment, with its reason: tried again next run
+    STARTED = "started"  # sent, or about to be: an enrollment's outcome is unknown until done
+    DONE = "done"
+    SUPERSEDED = "superseded"  # a write left unfinished: the next run's diff plans it again
+
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+class _Stored(sa.TypeDecorator[E]):
+    """An enum column stored as its value's plain text (the strings the states always held),
+    read back as the member."""
+
+    impl = AutoString
+    cache_ok = True
+
+    def __init__(self, enum_type: type[E]) -> None:
+        super().__init__()
+        self.enum_type = enum_type
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
+        return None if value is None else str(self.enum_type(value))
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> E | None:
+        return None if value is None else self.enum_type(value)
 
 
 class Meta(SQLModel, table=True):
@@ -60,7 +110,7 @@ class Run(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     started_at: datetime
     finished_at: datetime | None = None
-    outcome: str = "running"  # running | ok | rejects | failed
+    outcome: RunOutcome = Field(default=RunOutcome.RUNNING, sa_type=_Stored(RunOutcome))
     rows_read: int = 0
     rows_skipped: int = 0
     contacts_changed: int = 0
@@ -74,20 +124,21 @@ class Operation(SQLModel, table=True):
     """The journal: what a run plans to do in the CRM, recorded before it is done.
 
     `key` makes an operation idempotent across retries, reruns and crashes: the same
-    operation is never planned twice. `status` moves planned -> started -> done (or failed);
-    a property write left unfinished by a crashed run is `superseded` (the next run's diff
-    plans it again), an enrollment is finished or checked against the CRM.
+    operation is never planned twice. `status` moves planned -> started -> done; a refused
+    enrollment goes back to planned with its reason; a property write left unfinished by a
+    crashed run is `superseded` (the next run's diff plans it again), an enrollment is
+    finished or checked against the CRM.
     """
 
     __tablename__ = "operations"
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(index=True)
-    kind: str  # write | list_add | list_remove | enroll_workflow | enroll_sequence
+    kind: OperationKind = Field(sa_type=_Stored(OperationKind))
     key: str = Field(unique=True)
     email: str | None = None
     target: str | None = None
     payload: str = "{}"  # JSON
-    status: str = Field(default="planned", index=True)
+    status: OperationStatus = Field(default=OperationStatus.PLANNED, index=True, sa_type=_Stored(OperationStatus))
     attempts: int = 0
     last_error: str = ""
     created_at: datetime

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import statistics
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +17,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, delete, func, select, update
 
-from funnelsync.config import Enroll
 from funnelsync.state.database import (
     StateLock,
     create_engine,
@@ -31,8 +31,11 @@ from funnelsync.state.models import (
     Contact,
     Meta,
     Operation,
+    OperationKind,
+    OperationStatus,
     Reject,
     Run,
+    RunOutcome,
     SegmentMember,
     StageChange,
     StageEntry,
@@ -41,6 +44,7 @@ from funnelsync.state.models import (
 # A write operation's payload once it is done or superseded: the contacts table holds what was
 # written, the next diff re-plans what was not, and the payloads were a quarter of a backfill's state.
 _NO_PAYLOAD = "[]"
+_UNFINISHED = (OperationStatus.PLANNED, OperationStatus.STARTED)
 _CHUNK = 2000  # rows a statement reads or changes at most; its values travel as one parameter
 
 
@@ -93,14 +97,22 @@ NOT_KNOWN = KnownContact("", None, None)
 
 
 @dataclass(frozen=True)
-class FunnelRecording:
-    """What the state needs to know of the funnel to record a confirmed stage change."""
+class StageMove:
+    """A contact's move into a stage, as the planner decided it."""
 
-    stage_property: str
-    entry_properties: Mapping[str, str]  # stage -> datetime property of its first entry
-    hello_world_property: str
-    working_app_property: str
-    enrollments: Mapping[str, Enroll]  # stage -> where entering it puts a contact
+    to_stage: str
+    at: datetime  # the planning run's time: when the contact is recorded entering it
+
+
+@dataclass(frozen=True)
+class PlannedOperation:
+    """An enrollment or list change to journal, keyed so that it is never planned twice."""
+
+    kind: OperationKind
+    key: str
+    email: str
+    target: str
+    payload: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -119,19 +131,32 @@ class PlannedWrite:
     fingerprint: str  # of every value the contact should hold once this is confirmed
     below_since: datetime | None = None
     previous_stage: str | None = None
+    stage_move: StageMove | None = None
+    hello_world_days: float | None = None  # the funnel's timing, when the write carries it
+    working_app_days: float | None = None
 
     def as_json(self) -> dict[str, object]:
+        move = self.stage_move
         return {"email": self.email, "properties": self.properties, "fingerprint": self.fingerprint,
-                "below_since": self.below_since.isoformat() if self.below_since else None,
-                "previous_stage": self.previous_stage}
+                "below_since": _iso(self.below_since), "previous_stage": self.previous_stage,
+                "stage_move": {"to_stage": move.to_stage, "at": move.at.isoformat()} if move else None,
+                "hello_world_days": self.hello_world_days, "working_app_days": self.working_app_days}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> PlannedWrite:
-        below = data.get("below_since")
-        previous = data.get("previous_stage")
-        return cls(str(data["email"]), dict(data["properties"]),  # type: ignore[call-overload]
-                   str(data["fingerprint"]), datetime.fromisoformat(str(below)) if below else None,
-                   str(previous) if previous else None)
+    def from_json(cls, data: Mapping[str, Any]) -> PlannedWrite:
+        move = data.get("stage_move")
+        return cls(str(data["email"]), dict(data["properties"]), str(data["fingerprint"]),
+                   _moment(data.get("below_since")), data.get("previous_stage") or None,
+                   StageMove(str(move["to_stage"]), datetime.fromisoformat(move["at"])) if move else None,
+                   data.get("hello_world_days"), data.get("working_app_days"))
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 @dataclass(frozen=True)
@@ -160,7 +185,7 @@ class WriteBatch:
 class Interrupted:
     run_id: int
     started_at: datetime
-    unfinished: dict[str, int]  # operation kind -> count left planned or started
+    unfinished: dict[OperationKind, int]  # count left planned or started
 
 
 class StateStore:
@@ -168,6 +193,7 @@ class StateStore:
         self.url = url
         self.engine = create_engine(url)
         self._counting: tuple[int, Callable[[], int]] | None = None  # see count_calls
+        self._planning: Session | None = None  # see planning
         try:
             migrate(self.engine)
         except BaseException:
@@ -176,6 +202,49 @@ class StateStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def planning(self) -> Iterator[Callable[[], None]]:
+        """What is recorded while planning (journaled writes, segment changes, fingerprints)
+        goes into one transaction, committed only when the plan is complete: call the function
+        this yields. A stop or a failure before then leaves the state exactly as it was."""
+        complete = threading.Event()
+        with Session(self.engine, expire_on_commit=False) as session:
+            self._planning = session
+            try:
+                yield complete.set
+                if complete.is_set():
+                    session.commit()
+            finally:
+                self._planning = None
+
+    @property
+    def reads_alongside_planning(self) -> bool:
+        """Whether a second connection may read while the planning transaction is open: on
+        SQLite a writer that spills its cache locks readers out, so there reads go through the
+        planning transaction itself."""
+        return self.engine.dialect.name != "sqlite"
+
+    @contextmanager
+    def _reading(self) -> Iterator[sa.Connection]:
+        if self._planning is not None and not self.reads_alongside_planning:
+            yield self._planning.connection()
+            return
+        with self.engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def _planning_session(self) -> Iterator[Session]:
+        """The planning transaction when one is open, else a transaction of its own. Each step
+        is flushed to the database and let go, so a long plan keeps no rows in memory."""
+        if self._planning is not None:
+            yield self._planning
+            self._planning.flush()
+            self._planning.expunge_all()
+            return
+        with Session(self.engine) as session:
+            yield session
+            session.commit()
 
     def where(self) -> str:
         return where(self.engine)
@@ -195,20 +264,20 @@ class StateStore:
     def known_contacts(self, emails: Iterable[str]) -> dict[str, KnownContact]:
         """What the state holds of these contacts (those it has written or put in a segment):
         one query a chunk, each contact's stage entries and segments gathered by the database."""
-        entries = (sa.select(json_object_text(self.engine, StageEntry.stage, StageEntry.first_entered_at))
-                   .where(StageEntry.email == Contact.email).scalar_subquery())
-        segments = (sa.select(joined_text(self.engine, SegmentMember.segment, " "))
-                    .where(SegmentMember.email == Contact.email).scalar_subquery())
+        entries = (sa.select(json_object_text(self.engine, col(StageEntry.stage), col(StageEntry.first_entered_at)))
+                   .where(col(StageEntry.email) == col(Contact.email)).scalar_subquery())
+        segments = (sa.select(joined_text(self.engine, col(SegmentMember.segment), " "))
+                    .where(col(SegmentMember.email) == col(Contact.email)).scalar_subquery())
         found: dict[str, KnownContact] = {}
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             for chunk in _chunks(list(emails)):
-                query = sa.select(Contact.email, Contact.fingerprint, Contact.stage, Contact.below_since,
-                                  entries, segments).where(self._in(Contact.email, chunk))
+                query = sa.select(col(Contact.email), col(Contact.fingerprint), col(Contact.stage),
+                                  col(Contact.below_since), entries, segments).where(self._in(Contact.email, chunk))
                 for email, fp, stage, below, entered, members in connection.execute(query):
                     found[email] = KnownContact(fp, stage, below, _stage_entries(entered), _segment_names(members))
                 never_written = [email for email in chunk if email not in found]
                 if never_written:
-                    query = sa.select(SegmentMember.email, SegmentMember.segment).where(
+                    query = sa.select(col(SegmentMember.email), col(SegmentMember.segment)).where(
                         self._in(SegmentMember.email, never_written))
                     members_of: dict[str, set[str]] = {}
                     for email, segment in connection.execute(query):
@@ -225,9 +294,10 @@ class StateStore:
 
     def _contacts_column(self, emails: Iterable[str], column: Any) -> Iterator[tuple[str, Any]]:
         """(email, column) of each of these contacts the state holds."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             for chunk in _chunks(list(emails)):
-                yield from connection.execute(sa.select(Contact.email, column).where(self._in(Contact.email, chunk)))
+                query = sa.select(col(Contact.email), column).where(self._in(Contact.email, chunk))
+                yield from connection.execute(query)
 
     def _in(self, column: Any, values: Sequence[object]) -> sa.ColumnElement[bool]:
         return in_values(self.engine, column, values)
@@ -252,7 +322,7 @@ class StateStore:
             run_id, calls_made = self._counting
             session.exec(update(Run).where(col(Run.id) == run_id).values(api_calls=calls_made()))
 
-    def finish_run(self, run_id: int, outcome: str, **counts: int | str) -> None:
+    def finish_run(self, run_id: int, outcome: RunOutcome, **counts: int | str) -> None:
         if self._counting is not None and self._counting[0] == run_id:
             self._counting = None
         with Session(self.engine) as session:
@@ -282,11 +352,11 @@ class StateStore:
         """The last run that did not finish (killed, or stopped early), with its unfinished operations."""
         with Session(self.engine) as session:
             run = session.exec(select(Run).order_by(col(Run.id).desc()).limit(1)).first()
-            if run is None or run.outcome not in ("running", "stopped"):
+            if run is None or run.outcome not in (RunOutcome.RUNNING, RunOutcome.STOPPED):
                 return None
-            query = (select(Operation.kind, func.count()).where(col(Operation.status).in_(["planned", "started"]))
+            query = (select(Operation.kind, func.count()).where(col(Operation.status).in_(_UNFINISHED))
                      .group_by(Operation.kind))
-            unfinished = {kind: int(count) for kind, count in session.exec(query)}
+            unfinished = {OperationKind(kind): int(count) for kind, count in session.exec(query)}
             assert run.id is not None
             return Interrupted(run.id, run.started_at, unfinished)
 
@@ -298,12 +368,12 @@ class StateStore:
         with Session(self.engine) as session:
             superseded = session.exec(
                 update(Operation)
-                .where(col(Operation.kind) == "write", col(Operation.status).in_(["planned", "started"]),
+                .where(col(Operation.kind) == OperationKind.WRITE, col(Operation.status).in_(_UNFINISHED),
                        col(Operation.run_id) != run_id)
-                .values(status="superseded", updated_at=now, payload=_NO_PAYLOAD)
+                .values(status=OperationStatus.SUPERSEDED, updated_at=now, payload=_NO_PAYLOAD)
             ).rowcount
-            session.exec(update(Run).where(col(Run.outcome) == "running", col(Run.id) != run_id)
-                         .values(outcome="interrupted"))
+            session.exec(update(Run).where(col(Run.outcome) == RunOutcome.RUNNING, col(Run.id) != run_id)
+                         .values(outcome=RunOutcome.INTERRUPTED))
             session.commit()
         return int(superseded or 0)
 
@@ -311,23 +381,23 @@ class StateStore:
         """Record planned property-write batches (one operation a batch). Returns the next batch number."""
         now = utcnow()
         number = first_batch
-        with Session(self.engine) as session:
+        with self._planning_session() as session:
             for batch in batches:
                 session.add(Operation(
-                    run_id=run_id, kind="write", key=f"write:{run_id}:{number}",
+                    run_id=run_id, kind=OperationKind.WRITE, key=f"write:{run_id}:{number}",
                     payload=json.dumps([w.as_json() for w in batch]), created_at=now, updated_at=now,
                 ))
                 number += 1
-            session.commit()
         return number
 
     def drop_planned_writes(self, run_id: int, emails: set[str]) -> list[PlannedWrite]:
         """Take these contacts out of the run's planned write batches (rare: found late to be
         duplicated in the source)."""
         dropped: list[PlannedWrite] = []
-        with Session(self.engine) as session:
-            query = select(Operation).where(col(Operation.run_id) == run_id, col(Operation.kind) == "write",
-                                            col(Operation.status) == "planned")
+        with self._planning_session() as session:
+            query = select(Operation).where(col(Operation.run_id) == run_id,
+                                            col(Operation.kind) == OperationKind.WRITE,
+                                            col(Operation.status) == OperationStatus.PLANNED)
             for operation in session.exec(query):
                 writes = [PlannedWrite.from_json(w) for w in json.loads(operation.payload)]
                 kept = [w for w in writes if w.email not in emails]
@@ -335,9 +405,8 @@ class StateStore:
                     continue
                 dropped += [w for w in writes if w.email in emails]
                 operation.payload = json.dumps([w.as_json() for w in kept])
-                operation.status = "planned" if kept else "superseded"
+                operation.status = OperationStatus.PLANNED if kept else OperationStatus.SUPERSEDED
                 session.add(operation)
-            session.commit()
         return dropped
 
     def planned_write_batches(self, run_id: int) -> Iterator[WriteBatch]:
@@ -345,8 +414,8 @@ class StateStore:
         while True:
             with Session(self.engine) as session:
                 query = (select(Operation.id, Operation.payload)
-                         .where(col(Operation.run_id) == run_id, col(Operation.kind) == "write",
-                                col(Operation.status) == "planned", col(Operation.id) > last_id)
+                         .where(col(Operation.run_id) == run_id, col(Operation.kind) == OperationKind.WRITE,
+                                col(Operation.status) == OperationStatus.PLANNED, col(Operation.id) > last_id)
                          .order_by(col(Operation.id)).limit(20))
                 rows = list(session.exec(query))
             if not rows:
@@ -359,9 +428,9 @@ class StateStore:
     # -- recording results -------------------------------------------------------------------
 
     def record_results(self, run_id: int, confirmed: Iterable[Confirmed], refused: Iterable[Refused],
-                       *, funnel: FunnelRecording | None = None, operation_id: int | None = None) -> None:
-        """One batch's outcome, in one transaction: the confirmed values, the rejected records,
-        and the journal operation marked done."""
+                       *, enrollments: Sequence[PlannedOperation] = (), operation_id: int | None = None) -> None:
+        """One batch's outcome, in one transaction: the confirmed values and stage moves, the
+        enrollments they make, the rejected records, and the journal operation marked done."""
         now = utcnow()
         confirmed = list(confirmed)
         refused = list(refused)
@@ -375,31 +444,23 @@ class StateStore:
             for chunk in _chunks(emails):
                 query = select(StageEntry.email, StageEntry.stage).where(self._in(StageEntry.email, chunk))
                 entered.update((email, stage) for email, stage in session.exec(query))
-            moves = [move for result in confirmed
-                     if (move := self._merge_confirmed(session, existing.get(result.write.email), result,
-                                                        funnel, run_id, now, entered))]
-            session.flush()  # once a batch: the stage changes get their ids, which key the enrollments
-            for change, leaving in moves:
-                assert funnel is not None
-                self._plan_enrollments(session, run_id, change.email, f"stage-entry:{change.id}",
-                                       f"stage {change.to_stage}", funnel.enrollments.get(change.to_stage),
-                                       funnel.enrollments.get(leaving or ""), now)
+            for result in confirmed:
+                self._merge_confirmed(session, existing.get(result.write.email), result, run_id, now, entered)
+            self._add_operations(session, run_id, enrollments, now)
             for chunk in _chunks(emails):
                 session.exec(delete(Reject).where(self._in(Reject.email, chunk)))
             for refusal in refused:
                 self._record_refusal(session, refusal, run_id, now)
             if operation_id is not None:
                 session.exec(update(Operation).where(col(Operation.id) == operation_id)
-                             .values(status="done", updated_at=now, attempts=Operation.attempts + 1,
+                             .values(status=OperationStatus.DONE, updated_at=now, attempts=Operation.attempts + 1,
                                      payload=_NO_PAYLOAD))
             self._record_calls(session)
             session.commit()
 
     @staticmethod
-    def _merge_confirmed(session: Session, contact: Contact | None, result: Confirmed,
-                         funnel: FunnelRecording | None, run_id: int, now: datetime,
-                         entered: set[tuple[str, str]]) -> tuple[StageChange, str | None] | None:
-        """Merge what HubSpot confirmed; returns the stage change it makes (and the stage left)."""
+    def _merge_confirmed(session: Session, contact: Contact | None, result: Confirmed, run_id: int,
+                         now: datetime, entered: set[tuple[str, str]]) -> None:
         write = result.write
         held = json.loads(contact.properties) if contact else {}
         held.update(write.properties)
@@ -411,25 +472,28 @@ class StateStore:
         contact.record_id = result.record_id or contact.record_id
         contact.written_at = now
         contact.below_since = write.below_since
+        if write.hello_world_days is not None:
+            contact.hello_world_days = write.hello_world_days
+        if write.working_app_days is not None:
+            contact.working_app_days = write.working_app_days
         session.add(contact)
-        if funnel is None:
-            return None
-        contact.hello_world_days = _days(held, funnel.hello_world_property, contact.hello_world_days)
-        contact.working_app_days = _days(held, funnel.working_app_property, contact.working_app_days)
-        new_stage = write.properties.get(funnel.stage_property)
-        if new_stage is None or new_stage == contact.stage:
-            return None
-        entered_at = _entry_time(write.properties.get(funnel.entry_properties.get(new_stage, "")), now)
-        change = StageChange(email=write.email, from_stage=contact.stage, to_stage=new_stage,
-                             changed_at=entered_at, run_id=run_id)
-        session.add(change)
-        if (write.email, new_stage) not in entered:
-            session.add(StageEntry(email=write.email, stage=new_stage, first_entered_at=entered_at))
-            entered.add((write.email, new_stage))
-        leaving = contact.stage
-        contact.stage = new_stage
-        contact.stage_entered_at = entered_at
-        return change, leaving
+        move = write.stage_move
+        if move is None:
+            return
+        session.add(StageChange(email=write.email, from_stage=write.previous_stage, to_stage=move.to_stage,
+                                changed_at=move.at, run_id=run_id))
+        if (write.email, move.to_stage) not in entered:
+            session.add(StageEntry(email=write.email, stage=move.to_stage, first_entered_at=move.at))
+            entered.add((write.email, move.to_stage))
+        contact.stage = move.to_stage
+        contact.stage_entered_at = move.at
+
+    @staticmethod
+    def _add_operations(session: Session, run_id: int, operations: Iterable[PlannedOperation], now: datetime) -> None:
+        for planned in operations:
+            session.add(Operation(run_id=run_id, kind=planned.kind, key=planned.key, email=planned.email,
+                                  target=planned.target, payload=json.dumps(dict(planned.payload)),
+                                  created_at=now, updated_at=now))
 
     @staticmethod
     def _record_refusal(session: Session, refusal: Refused, run_id: int, now: datetime) -> None:
@@ -446,63 +510,34 @@ class StateStore:
         reject.attempts += 1
         session.add(reject)
 
-    @staticmethod
-    def _plan_enrollments(session: Session, run_id: int, email: str, entry: str, reason: str,
-                          entering: Enroll | None, leaving: Enroll | None, now: datetime) -> None:
-        """Journal the enrollments an entry (a stage or a segment) makes, and the list it leaves."""
-        planned: list[tuple[str, str, dict[str, str]]] = []
-        if entering is not None:
-            if entering.workflow_id is not None:
-                planned.append(("enroll_workflow", str(entering.workflow_id), {}))
-            if entering.list is not None:
-                planned.append(("list_add", entering.list, {}))
-            if entering.sequence is not None:
-                sequence = entering.sequence
-                planned.append(("enroll_sequence", str(sequence.id),
-                                {"sender_email": sequence.sender_email, "user_id": str(sequence.user_id)}))
-        if leaving is not None and leaving.list is not None and leaving.list != (entering.list if entering else None):
-            planned.append(("list_remove", leaving.list, {}))
-        for kind, target, extra in planned:
-            session.add(Operation(run_id=run_id, kind=kind, key=f"{kind}:{target}:{email}:{entry}", email=email,
-                                  target=target, payload=json.dumps({"for": reason, **extra}),
-                                  created_at=now, updated_at=now))
-
-    def record_segment_changes(self, run_id: int, changes: Sequence[SegmentChange],
-                               enrollments: Mapping[str, Enroll | None], now: datetime) -> None:
-        """Segment entries and exits with the enrollments they make, in one transaction."""
-        with Session(self.engine) as session:
+    def record_segment_changes(self, changes: Sequence[SegmentChange], operations: Sequence[PlannedOperation],
+                               run_id: int, now: datetime) -> None:
+        """Segment entries and exits, with the enrollments and list changes they make."""
+        with self._planning_session() as session:
             for change in changes:
-                member = session.get(SegmentMember, (change.email, change.segment))
-                target = enrollments.get(change.segment)
-                if change.entered and member is None:
-                    session.add(SegmentMember(email=change.email, segment=change.segment, entered_at=now))
-                    self._plan_enrollments(session, run_id, change.email,
-                                           f"segment:{change.segment}:{now.isoformat()}",
-                                           f"segment {change.segment}", target, None, now)
-                elif not change.entered and member is not None:
+                if change.entered:
+                    session.merge(SegmentMember(email=change.email, segment=change.segment, entered_at=now))
+                elif (member := session.get(SegmentMember, (change.email, change.segment))) is not None:
                     session.delete(member)
-                    self._plan_enrollments(session, run_id, change.email,
-                                           f"segment-exit:{change.segment}:{now.isoformat()}",
-                                           f"segment {change.segment}", None, target, now)
-            session.commit()
+            self._add_operations(session, run_id, operations, now)
 
     def pending_enrollments(self) -> list[Operation]:
         """Enrollment operations not yet done, from this run and earlier ones, in the order planned."""
-        query = (select(Operation).where(col(Operation.kind) != "write",
-                                         col(Operation.status).in_(["planned", "started"]))
+        query = (select(Operation).where(col(Operation.kind) != OperationKind.WRITE,
+                                         col(Operation.status).in_(_UNFINISHED))
                  .order_by(col(Operation.id)))
         with Session(self.engine) as session:
             return list(session.exec(query))
 
-    def mark_operations(self, ids: Sequence[int], status: str, error: str = "") -> None:
+    def mark_operations(self, ids: Sequence[int], status: OperationStatus, error: str = "") -> None:
         """`started` before the call, `done` after it; back to `planned` with the error when it
         was refused (it is tried again next run); `started` with an error when its answer was
         lost (the next try settles it against HubSpot first)."""
         now = utcnow()
         values: dict[str, object] = {"status": status, "updated_at": now}
-        if status == "started" and not error:
+        if status == OperationStatus.STARTED and not error:
             values["attempts"] = Operation.attempts + 1
-        if status in ("planned", "done") or error:  # `started` with an error: its outcome is unknown
+        if status != OperationStatus.STARTED or error:  # `started` with an error: its outcome is unknown
             values["last_error"] = error[:2000]
         with Session(self.engine) as session:
             for chunk in _chunks(list(ids)):  # type: ignore[arg-type]
@@ -512,29 +547,29 @@ class StateStore:
 
     def failed_enrollments(self) -> list[Operation]:
         """Enrollments and list changes not yet done that failed at least once, with the reason."""
-        query = (select(Operation).where(col(Operation.kind) != "write",
-                                         col(Operation.status).in_(["planned", "started"]),
+        query = (select(Operation).where(col(Operation.kind) != OperationKind.WRITE,
+                                         col(Operation.status).in_(_UNFINISHED),
                                          col(Operation.last_error) != "")
                  .order_by(col(Operation.updated_at).desc()))
         with Session(self.engine) as session:
             return list(session.exec(query))
 
-    def enrollment_counts(self) -> dict[str, int]:
-        query = select(Operation.kind, Operation.status, func.count()).where(col(Operation.kind) != "write").group_by(
-            Operation.kind, Operation.status)
+    def enrollment_counts(self) -> dict[tuple[OperationKind, OperationStatus], int]:
+        query = (select(Operation.kind, Operation.status, func.count())
+                 .where(col(Operation.kind) != OperationKind.WRITE).group_by(Operation.kind, Operation.status))
         with Session(self.engine) as session:
-            return {f"{kind} {status}": int(count) for kind, status, count in session.exec(query)}
+            return {(OperationKind(kind), OperationStatus(status)): int(count)
+                    for kind, status, count in session.exec(query)}
 
     def record_unsent(self, changes: Mapping[str, tuple[str, datetime | None]]) -> None:
         """Contacts whose state moves with nothing to send: a new fingerprint (the config
         dropped a property, say) or the demotion clock starting or stopping."""
         emails = list(changes)
-        with Session(self.engine) as session:
+        with self._planning_session() as session:
             for chunk in _chunks(emails):
                 for contact in session.exec(select(Contact).where(self._in(Contact.email, chunk))):
                     contact.fingerprint, contact.below_since = changes[contact.email]
                     session.add(contact)
-            session.commit()
 
     # -- housekeeping ------------------------------------------------------------------------
 
@@ -544,10 +579,10 @@ class StateStore:
         with Session(self.engine) as session:
             pruned = {
                 "runs": session.exec(delete(Run).where(col(Run.started_at) < cutoff,
-                                                       col(Run.outcome) != "running")).rowcount,
+                                                       col(Run.outcome) != RunOutcome.RUNNING)).rowcount,
                 "operations": session.exec(delete(Operation).where(
                     col(Operation.updated_at) < cutoff,
-                    col(Operation.status).in_(["done", "superseded", "failed"]))).rowcount,
+                    col(Operation.status).in_([OperationStatus.DONE, OperationStatus.SUPERSEDED]))).rowcount,
                 "stage_changes": session.exec(delete(StageChange).where(col(StageChange.changed_at) < cutoff)).rowcount,
             }
             session.commit()
@@ -559,6 +594,22 @@ class StateStore:
     def rejects(self) -> list[Reject]:
         with Session(self.engine) as session:
             return list(session.exec(select(Reject).order_by(col(Reject.last_rejected_at).desc())))
+
+    def rejected_emails(self) -> frozenset[str]:
+        with Session(self.engine) as session:
+            return frozenset(session.exec(select(Reject.email)))
+
+    def forget_rejects(self, emails: Iterable[str]) -> None:
+        """Drop the rejects of contacts that have nothing left to retry: HubSpot holds them as
+        they should be, or their rows left the source. (A contact HubSpot confirms loses its
+        reject in `record_results`.)"""
+        settled = sorted(emails)
+        if not settled:
+            return
+        with Session(self.engine) as session:
+            for chunk in _chunks(settled):
+                session.exec(delete(Reject).where(self._in(Reject.email, chunk)))
+            session.commit()
 
     def contacts_per_stage(self) -> dict[str, int]:
         query = select(Contact.stage, func.count()).group_by(Contact.stage)
@@ -575,8 +626,8 @@ class StateStore:
         medians: list[float | None] = []
         with Session(self.engine) as session:
             for column in (Contact.hello_world_days, Contact.working_app_days):
-                days = list(session.exec(select(column).where(col(column).is_not(None))))
-                medians.append(statistics.median(days) if days else None)  # type: ignore[arg-type]
+                days = [day for day in session.exec(select(column).where(col(column).is_not(None))) if day is not None]
+                medians.append(statistics.median(days) if days else None)
         return medians[0], medians[1]
 
     def contact_count(self) -> int:
@@ -615,17 +666,6 @@ class StateStore:
                     if rows:
                         connection.execute(sa.insert(model), rows)
             connection.execute(sa.insert(Meta), [{"key": _REBUILT_AT, "value": rebuilt_at.isoformat()}])
-
-
-def _days(held: Mapping[str, str], name: str, current: float | None) -> float | None:
-    value = held.get(name)
-    return float(value) if value not in (None, "") else current
-
-
-def _entry_time(epoch_ms: str | None, fallback: datetime) -> datetime:
-    if not epoch_ms:
-        return fallback
-    return datetime.fromtimestamp(int(epoch_ms) / 1000, UTC)
 
 
 _REBUILT_AT = "state_rebuilt_at"  # funnelsync_meta key: the state was filled from the CRM then

@@ -23,11 +23,12 @@ from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport
 from funnelsync.connectors.source import Source
 from funnelsync.errors import DailyLimitReached, FunnelsyncError, StopRequested
 from funnelsync.mappings.contacts import ContactMapper
-from funnelsync.mappings.funnel import HELLO_WORLD_PROPERTY, WORKING_APP_PROPERTY, entry_properties
 from funnelsync.mappings.schema import property_specs
-from funnelsync.state.store import Confirmed, FunnelRecording, Refused, StateStore, WriteBatch
+from funnelsync.state.models import RunOutcome
+from funnelsync.state.store import Confirmed, Refused, StateStore, WriteBatch
 from funnelsync.sync.enrollments import EnrollmentRunner, EnrollmentSummary
 from funnelsync.sync.lost_state import find_lost_state, refuse_lost_state
+from funnelsync.sync.outcomes import segment_targets, stage_entry_operations, stage_targets
 from funnelsync.sync.planner import Plan, Planner, check_columns
 from funnelsync.sync.sinks import JournalSink, PreviewSink
 
@@ -62,14 +63,14 @@ class RunSummary:
         return 1 if self.rejected or self.enrollments.failed else 0
 
     @property
-    def outcome(self) -> str:
-        """ok | rejects | enrollments-failed | stopped (the run's own word; `failed`,
-        `daily-limit` and `interrupted` are set where a run ends without a summary)."""
+    def outcome(self) -> RunOutcome:
+        """The run's own word; `failed`, `daily-limit` and `interrupted` are set where a run
+        ends without a summary."""
         if self.stopped_early:
-            return "stopped"
+            return RunOutcome.STOPPED
         if self.enrollments.failed:
-            return "enrollments-failed"
-        return "rejects" if self.rejected else "ok"
+            return RunOutcome.ENROLLMENTS_FAILED
+        return RunOutcome.REJECTS if self.rejected else RunOutcome.OK
 
     def message(self) -> str:
         """What a person should know of a run that did not do everything."""
@@ -99,25 +100,12 @@ class RunSummary:
 ProgressCallback = Callable[[int, int], None]
 
 
-def funnel_recording(config: Config) -> FunnelRecording | None:
-    funnel = config.funnel
-    if funnel is None:
-        return None
-    return FunnelRecording(
-        stage_property=funnel.property,
-        entry_properties=entry_properties(funnel),
-        hello_world_property=HELLO_WORLD_PROPERTY,
-        working_app_property=WORKING_APP_PROPERTY,
-        enrollments={stage.value: stage.enroll for stage in funnel.stages if stage.enroll},
-    )
-
-
 class SyncEngine:
     def __init__(
         self,
         config: Config,
         source: Source,
-        crm: Crm | None,
+        crm: Crm,
         state: StateStore,
         *,
         stop: threading.Event | None = None,
@@ -131,7 +119,7 @@ class SyncEngine:
         self.stop = stop or threading.Event()
         self.progress = progress
         self.now = now
-        self._funnel_recording = funnel_recording(config)
+        self._stage_targets = stage_targets(config)
         self.run_id: int | None = None
 
     def sync(self, *, dry_run: bool = False) -> RunSummary:
@@ -147,16 +135,16 @@ class SyncEngine:
             try:
                 summary = self._run(run_id)
             except StopRequested as exc:
-                self.state.finish_run(run_id, "stopped", message=str(exc)[:2000], api_calls=self.calls())
+                self.state.finish_run(run_id, RunOutcome.STOPPED, message=str(exc)[:2000], api_calls=self.calls())
                 bound.warning("sync stopped on request: the next run carries on", reason=str(exc))
                 raise
             except FunnelsyncError as exc:
-                outcome = "daily-limit" if isinstance(exc, DailyLimitReached) else "failed"
+                outcome = RunOutcome.DAILY_LIMIT if isinstance(exc, DailyLimitReached) else RunOutcome.FAILED
                 self.state.finish_run(run_id, outcome, message=str(exc)[:2000], api_calls=self.calls())
                 bound.error("sync failed", error=type(exc).__name__, reason=str(exc))
                 raise
             except BaseException as exc:
-                self.state.finish_run(run_id, "failed", message=f"{type(exc).__name__}: {exc}"[:2000],
+                self.state.finish_run(run_id, RunOutcome.FAILED, message=f"{type(exc).__name__}: {exc}"[:2000],
                                       api_calls=self.calls())
                 raise
             summary.seconds = time.monotonic() - started
@@ -173,7 +161,7 @@ class SyncEngine:
             return summary
 
     def calls(self) -> int:
-        return self.crm.calls_made if self.crm else 0
+        return self.crm.contacts.calls_made
 
     def _plan(self, sink: JournalSink | PreviewSink, now: datetime) -> Plan:
         source_rows = self.source.read()
@@ -188,31 +176,32 @@ class SyncEngine:
     def _preview(self) -> RunSummary:
         summary = RunSummary(None, dry_run=True)
         summary.preview = PreviewSink()
-        summary.preview.lost_state = find_lost_state(self.config, self.state, self.crm)
+        summary.preview.lost_state = find_lost_state(self.config, self.state, self.crm.reading)
         summary.add_plan(self._plan(summary.preview, self.now()))
-        if self.crm is not None:
-            summary.schema = self.crm.ensure_properties(property_specs(self.config), dry_run=True)
+        summary.schema = self.crm.properties.ensure_properties(property_specs(self.config), dry_run=True)
         return summary
 
     def _run(self, run_id: int) -> RunSummary:
-        refuse_lost_state(self.config, self.state, self.crm)
+        refuse_lost_state(self.config, self.state, self.crm.reading)
         summary = RunSummary(run_id, dry_run=False)
         summary.resumed_writes = self.state.recover(run_id)
         now = self.now()
-        segment_enrollments = {segment.name: segment.enroll for segment in self.config.segments}
-        sink = JournalSink(self.state, run_id, self.config.hubspot.batch_size, segment_enrollments, now)
-        plan = self._plan(sink, now)
+        sink = JournalSink(self.state, run_id, self.config.hubspot.batch_size, segment_targets(self.config), now)
+        with self.state.planning() as complete:
+            plan = self._plan(sink, now)
+            if not plan.stopped:
+                complete()
         summary.add_plan(plan)
-        if plan.stopped:  # the next run re-plans the writes journaled so far and makes the enrollments
+        if plan.stopped:  # nothing planned was kept: the next run plans it all again
             summary.stopped_early = True
             log.warning("stop requested while planning: nothing sent", run_id=run_id, rows_planned=plan.rows_read)
             return summary
-        assert self.crm is not None
-        summary.schema = self.crm.ensure_properties(property_specs(self.config))
+        summary.schema = self.crm.properties.ensure_properties(property_specs(self.config))
         self.state.record_results(run_id, [], summary.refused)
+        self.state.forget_rejects(plan.settled)
         self._write(run_id, summary)
         if not self.stop.is_set():
-            summary.enrollments = EnrollmentRunner(self.crm, self.state, self.stop).run()
+            summary.enrollments = EnrollmentRunner(self.crm.enrollment, self.state, self.stop).run()
         if self.stop.is_set() and self.state.pending_enrollments():
             summary.stopped_early = True
         summary.api_calls = self.calls()
@@ -232,13 +221,12 @@ class SyncEngine:
                 self.progress(done, summary.to_write)
 
     def _send(self, run_id: int, batch: WriteBatch, summary: RunSummary) -> None:
-        assert self.crm is not None
         planned = {write.email: write for write in batch.writes}
-        results = self.crm.write_contacts([ContactWrite(w.email, w.properties) for w in batch.writes])
+        results = self.crm.contacts.write_contacts([ContactWrite(w.email, w.properties) for w in batch.writes])
         confirmed = [Confirmed(planned[r.email], r.record_id) for r in results if r.ok]
         refused = [Refused(r.email, r.reason, r.code) for r in results if not r.ok]
-        self.state.record_results(run_id, confirmed, refused, funnel=self._funnel_recording,
-                                  operation_id=batch.operation_id)
+        self.state.record_results(run_id, confirmed, refused, operation_id=batch.operation_id,
+                                  enrollments=stage_entry_operations(confirmed, self._stage_targets))
         summary.written += len(confirmed)
         summary.rejected += len(refused)
         summary.properties_written += sum(len(c.write.properties) for c in confirmed)

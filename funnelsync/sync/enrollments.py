@@ -19,7 +19,7 @@ from itertools import groupby
 import structlog
 
 from funnelsync.config import Config, Enroll
-from funnelsync.connectors.crm import Crm
+from funnelsync.connectors.crm import Enrollment
 from funnelsync.errors import (
     BatchRejected,
     CredentialsError,
@@ -29,25 +29,25 @@ from funnelsync.errors import (
     FunnelsyncError,
     OutcomeUnknown,
 )
-from funnelsync.state.models import Operation
+from funnelsync.state.models import Operation, OperationKind, OperationStatus
 from funnelsync.state.store import StateStore
 
 log = structlog.get_logger("funnelsync.enroll")
-LIST_KINDS = ("list_add", "list_remove")
+LIST_KINDS = (OperationKind.LIST_ADD, OperationKind.LIST_REMOVE)
 NOT_IN_HUBSPOT = "the contact is not in HubSpot yet (its write has not been confirmed)"
 SENDS_PER_RUN = 3  # of one enrollment whose answers keep being lost, each settled before the next
 
 
 @dataclass
 class EnrollmentSummary:
-    done: dict[str, int] = field(default_factory=dict)
+    done: dict[OperationKind, int] = field(default_factory=dict)
     failed: int = 0
     already_enrolled: int = 0
     answers_lost: int = 0
     problems: dict[str, str] = field(default_factory=dict)  # target -> reason
     halted: str = ""  # why the rest was left for the next run (HubSpot not answering)
 
-    def count(self, kind: str, number: int = 1) -> None:
+    def count(self, kind: OperationKind, number: int = 1) -> None:
         self.done[kind] = self.done.get(kind, 0) + number
 
 
@@ -61,7 +61,7 @@ def enrollment_targets(config: Config) -> Iterator[tuple[str, Enroll]]:
             yield f"segments[{i}]", segment.enroll
 
 
-def check_enrollment_targets(config: Config, crm: Crm) -> dict[str, str]:
+def check_enrollment_targets(config: Config, crm: Enrollment) -> dict[str, str]:
     """Problems with the workflows, lists and sequences the config names: `where: reason`.
     Changes nothing: a missing list is only reported as to be created."""
     problems: dict[str, str] = {}
@@ -86,7 +86,7 @@ def _target_key(operation: Operation) -> str:
 
 
 class EnrollmentRunner:
-    def __init__(self, crm: Crm, state: StateStore, stop: threading.Event) -> None:
+    def __init__(self, crm: Enrollment, state: StateStore, stop: threading.Event) -> None:
         self.crm = crm
         self.state = state
         self.stop = stop
@@ -119,7 +119,7 @@ class EnrollmentRunner:
         return self.stop.is_set() or bool(self.summary.halted)
 
     def _fail(self, operations: list[Operation], reason: str) -> None:
-        self.state.mark_operations([op.id for op in operations if op.id is not None], "planned", reason)
+        self.state.mark_operations([op.id for op in operations if op.id is not None], OperationStatus.PLANNED, reason)
         self.summary.failed += len(operations)
 
     def _change_list(self, operations: list[Operation]) -> None:
@@ -135,15 +135,15 @@ class EnrollmentRunner:
         ids = [op.id for op in known if op.id is not None]
         try:
             list_id = self._list_id(str(operations[0].target))
-            self.state.mark_operations(ids, "started")
+            self.state.mark_operations(ids, OperationStatus.STARTED)
             self.crm.change_list(list_id, [self._record_ids[str(op.email)] for op in known],
-                                 add=operations[0].kind == "list_add")
+                                 add=operations[0].kind == OperationKind.LIST_ADD)
         except DailyLimitReached:
             raise
         except FunnelsyncError as error:
             self._failed_target(key, known, error)
             return
-        self.state.mark_operations(ids, "done")
+        self.state.mark_operations(ids, OperationStatus.DONE)
         self.summary.count(operations[0].kind, len(known))
 
     def _list_id(self, name: str) -> str:
@@ -159,10 +159,10 @@ class EnrollmentRunner:
             self._fail([operation], self.summary.problems[key])
             return
         record_id = self._record_ids.get(str(operation.email))
-        if operation.kind == "enroll_sequence" and record_id is None:
+        if operation.kind == OperationKind.ENROLL_SEQUENCE and record_id is None:
             self._fail([operation], NOT_IN_HUBSPOT)
             return
-        unknown = operation.status == "started"  # a crash came between its call and its record
+        unknown = operation.status == OperationStatus.STARTED  # a crash came between its call and its record
         try:
             for _ in range(SENDS_PER_RUN):
                 if unknown and self._settled(operation, record_id):
@@ -183,7 +183,7 @@ class EnrollmentRunner:
     def _send(self, operation: Operation, record_id: str | None) -> bool:
         """Send the enrollment once; True when its outcome is unknown (its answer was lost)."""
         assert operation.id is not None
-        self.state.mark_operations([operation.id], "started")
+        self.state.mark_operations([operation.id], OperationStatus.STARTED)
         try:
             self._call(operation, record_id)
         except OutcomeUnknown as lost:
@@ -193,10 +193,10 @@ class EnrollmentRunner:
             return True
         except BatchRejected:
             # "already enrolled" is one of HubSpot's refusals: what the contact holds says which
-            if operation.kind == "enroll_sequence" and self._settled(operation, record_id):
+            if operation.kind == OperationKind.ENROLL_SEQUENCE and self._settled(operation, record_id):
                 return False
             raise
-        self.state.mark_operations([operation.id], "done")
+        self.state.mark_operations([operation.id], OperationStatus.DONE)
         self.summary.count(operation.kind)
         return False
 
@@ -205,14 +205,14 @@ class EnrollmentRunner:
         if not self._already_enrolled(operation, record_id):
             return False
         assert operation.id is not None
-        self.state.mark_operations([operation.id], "done", "found enrolled in HubSpot: not sent again")
+        self.state.mark_operations([operation.id], OperationStatus.DONE, "found enrolled in HubSpot: not sent again")
         self.summary.already_enrolled += 1
         return True
 
     def _leave_unknown(self, operation: Operation, reason: str) -> None:
         """Its outcome stays unknown (`started`): the next run settles it before sending anything."""
         assert operation.id is not None
-        self.state.mark_operations([operation.id], "started", f"outcome unknown: {reason}")
+        self.state.mark_operations([operation.id], OperationStatus.STARTED, f"outcome unknown: {reason}")
         self.summary.failed += 1
         self.summary.halted = self.summary.halted or reason
 
@@ -228,12 +228,12 @@ class EnrollmentRunner:
     def _already_enrolled(self, operation: Operation, record_id: str | None) -> bool:
         if record_id is None:
             raise FatalError("its HubSpot record id is not known, so its enrollments cannot be read")
-        if operation.kind == "enroll_workflow":
+        if operation.kind == OperationKind.ENROLL_WORKFLOW:
             return int(str(operation.target)) in self.crm.workflows_of(record_id)
         return self.crm.sequence_of(record_id) == str(operation.target)
 
     def _call(self, operation: Operation, record_id: str | None) -> None:
-        if operation.kind == "enroll_workflow":
+        if operation.kind == OperationKind.ENROLL_WORKFLOW:
             self.crm.enroll_in_workflow(int(str(operation.target)), str(operation.email))
             return
         payload = json.loads(operation.payload)

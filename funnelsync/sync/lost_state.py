@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from funnelsync.config import Config
-from funnelsync.connectors.crm import Crm
+from funnelsync.connectors.crm import ReadingBack
 from funnelsync.errors import StateLost
 from funnelsync.state.store import StateStore
 
@@ -46,15 +46,15 @@ def funnelsync_properties(config: Config) -> list[str]:
     return [prop.name for prop in config.properties] + [s.property for s in config.segments if s.property]
 
 
-def find_lost_state(config: Config, state: StateStore, crm: Crm | None) -> LostState | None:
-    if crm is None or not state.holds_nothing():
+def find_lost_state(config: Config, state: StateStore, crm: ReadingBack) -> LostState | None:
+    if not state.holds_nothing():
         return None
     names = funnelsync_properties(config)
     held = crm.contacts_holding(names) if names else 0
     return LostState(state.where(), held, tuple(names)) if held else None
 
 
-def refuse_lost_state(config: Config, state: StateStore, crm: Crm | None) -> None:
+def refuse_lost_state(config: Config, state: StateStore, crm: ReadingBack) -> None:
     """Raise StateLost when the state is empty and the portal holds funnelsync's data."""
     lost = find_lost_state(config, state, crm)
     if lost is not None:

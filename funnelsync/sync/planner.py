@@ -2,19 +2,22 @@
 
 Rows are planned in chunks, each diffed against the state with one look-up, and the writes go
 to a sink as they are found: the journal for a real run, a preview for `plan`. Memory stays flat
-however many contacts the source has. A chunk's look-up runs in a second thread while its rows
-are mapped: PostgreSQL answers from its own process meanwhile (a few per cent of the planning
-time); on SQLite it measured no different from looking up in turn.
+however many contacts the source has, and nothing planned is committed before the plan is
+complete (a stop midway leaves the state as it was). On PostgreSQL a chunk's look-up runs in a
+second thread while its rows are mapped (a few per cent of the planning time); on SQLite it
+measured no different from looking up in turn, and it reads through the planning transaction.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from itertools import islice
 from typing import Protocol
 
@@ -36,6 +39,7 @@ from funnelsync.state.store import (
     PlannedWrite,
     Refused,
     SegmentChange,
+    StageMove,
     StateStore,
     fingerprint,
 )
@@ -63,6 +67,8 @@ class Plan:
     contacts: int = 0
     to_write: int = 0
     stopped: bool = False  # a stop was asked for before every row was planned
+    # rejected earlier, with nothing left to retry: in step with HubSpot now, or gone from the source
+    settled: set[str] = field(default_factory=set)
 
 
 def check_columns(config: Config, columns: Iterable[str], key: str) -> None:
@@ -84,6 +90,28 @@ def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
         yield chunk
 
 
+@dataclass(frozen=True)
+class _Should:
+    """What a contact should hold, and the facts behind it that the state records."""
+
+    properties: dict[str, str]
+    below_since: datetime | None = None
+    stage: str | None = None
+    hello_world_days: float | None = None
+    working_app_days: float | None = None
+
+
+def _days(value: Decimal | None) -> float | None:
+    """The days as written to HubSpot (and so as a rebuild reads them back)."""
+    return float(text) if (text := number_text(value)) else None
+
+
+def _done(result: dict[str, KnownContact]) -> Future[dict[str, KnownContact]]:
+    future: Future[dict[str, KnownContact]] = Future()
+    future.set_result(result)
+    return future
+
+
 class Planner:
     def __init__(self, config: Config, state: StateStore, now: datetime, sink: PlanSink,
                  mapper: ContactMapper, stop: threading.Event | None = None) -> None:
@@ -94,6 +122,7 @@ class Planner:
         self.sink = sink
         self.mapper = mapper
         self.stage_property = config.funnel.property if config.funnel else None
+        self.rejected = state.rejected_emails()
 
     def plan(self, rows: Iterable[Row], key: str) -> Plan:
         plan = Plan()
@@ -105,11 +134,15 @@ class Planner:
                     plan.stopped = True
                     break
                 emails = [normalize_email(row.get(key)) for row in chunk]
-                known = lookups.submit(self.state.known_contacts, {email: None for email in emails if email})
+                look_up = functools.partial(self.state.known_contacts, {email: None for email in emails if email})
+                known = lookups.submit(look_up) if self.state.reads_alongside_planning else _done(look_up())
                 desired = self._map_chunk(plan, chunk, emails, key, seen, duplicates)
                 self._diff_chunk(plan, desired, known.result())
         self._refuse_duplicates(plan, duplicates)
         plan.contacts = len(seen)
+        if not plan.stopped:  # a contact whose row left the source is not retried
+            plan.settled |= self.rejected - seen
+        plan.settled -= {refusal.email for refusal in plan.refused}
         return plan
 
     def _map_chunk(self, plan: Plan, chunk: list[Row], emails: list[str | None], key: str, seen: set[str],
@@ -133,33 +166,40 @@ class Planner:
         return desired
 
     def _diff_chunk(self, plan: Plan, desired: dict[str, DesiredContact], known: dict[str, KnownContact]) -> None:
-        changed: dict[str, tuple[dict[str, str], str, datetime | None]] = {}
+        changed: dict[str, tuple[_Should, str]] = {}
         unsent: dict[str, tuple[str, datetime | None]] = {}
         segment_changes: list[SegmentChange] = []
         for email, contact in desired.items():
             held = known.get(email)
             segment_changes += self._segment_changes(plan, contact, held or NOT_KNOWN)
-            full, below_since = self._full_properties(contact, held)
-            target = fingerprint(full)
+            should = self._full_properties(contact, held)
+            target = fingerprint(should.properties)
             if held is not None and held.fingerprint == target:
                 plan.unchanged += 1
-                if held.below_since != below_since:
-                    unsent[email] = (target, below_since)
+                if held.below_since != should.below_since:
+                    unsent[email] = (target, should.below_since)
                 continue
-            changed[email] = (full, target, below_since)
+            changed[email] = (should, target)
         written = self.state.written_properties(email for email in changed if email in known)
         writes = []
-        for email, (full, target, below_since) in changed.items():
+        for email, (should, target) in changed.items():
             held_values = written.get(email, {})
-            delta = {name: value for name, value in full.items() if held_values.get(name, "") != value}
+            delta = {name: value for name, value in should.properties.items() if held_values.get(name, "") != value}
             if not delta:
-                unsent[email] = (target, below_since)
+                unsent[email] = (target, should.below_since)
                 continue
-            held = known.get(email)
-            writes.append(PlannedWrite(email, delta, target, below_since, held.stage if held else None))
+            held_stage = held.stage if (held := known.get(email)) else None
+            move = (StageMove(should.stage, self.now)
+                    if should.stage is not None and self.stage_property in delta and should.stage != held_stage
+                    else None)
+            writes.append(PlannedWrite(email, delta, target, should.below_since, held_stage, move,
+                                       should.hello_world_days, should.working_app_days))
             if self.stage_property in delta:
                 plan.stage_moves[delta[self.stage_property]] += 1
         plan.to_write += len(writes)
+        if self.rejected:  # a contact HubSpot already holds as it should be has nothing to retry
+            planned = {write.email for write in writes}
+            plan.settled.update(email for email in desired.keys() & self.rejected if email not in planned)
         self.sink.add_writes(writes)
         if segment_changes:
             self.sink.add_segment_changes(segment_changes)
@@ -179,15 +219,13 @@ class Planner:
         return ([SegmentChange(contact.email, name, True) for name in sorted(entered)]
                 + [SegmentChange(contact.email, name, False) for name in sorted(left)])
 
-    def _full_properties(
-        self, contact: DesiredContact, known: KnownContact | None
-    ) -> tuple[dict[str, str], datetime | None]:
+    def _full_properties(self, contact: DesiredContact, known: KnownContact | None) -> _Should:
         """Every property the contact should hold: the mapped ones, the stage (by the stage
         policy), when it first entered each stage, and the funnel's timing."""
         full = dict(contact.properties)
         funnel = self.config.funnel
         if funnel is None or contact.stage is None:
-            return full, None
+            return _Should(full)
         held = known or NOT_KNOWN
         decision = decide_stage(funnel, contact.stage, held.stage, held.below_since, self.now)
         full[funnel.property] = decision.stage
@@ -195,11 +233,13 @@ class Planner:
         entries.setdefault(decision.stage, self.now)
         for stage, entered_at in entries.items():
             full[entry_property(funnel, stage)] = epoch_ms(entered_at)
-        if funnel.signup_column and len(funnel.stages) > 1:
-            timing = funnel_timing(funnel, entries, contact.signup_at)
-            full[HELLO_WORLD_PROPERTY] = number_text(timing.hello_world_days)
-            full[WORKING_APP_PROPERTY] = number_text(timing.working_app_days)
-        return full, decision.below_since
+        if not (funnel.signup_column and len(funnel.stages) > 1):
+            return _Should(full, decision.below_since, decision.stage)
+        timing = funnel_timing(funnel, entries, contact.signup_at)
+        full[HELLO_WORLD_PROPERTY] = number_text(timing.hello_world_days)
+        full[WORKING_APP_PROPERTY] = number_text(timing.working_app_days)
+        return _Should(full, decision.below_since, decision.stage,
+                       _days(timing.hello_world_days), _days(timing.working_app_days))
 
     @staticmethod
     def _skip(plan: Plan, raw: object) -> None:

@@ -82,7 +82,8 @@ class StateRebuilder:
                  now: datetime | None = None, progress: ProgressCallback | None = None) -> None:
         self.config = config
         self.source = source
-        self.crm = crm
+        self.reading = crm.reading
+        self.enrollment = crm.enrollment  # read only: lists, and the enrollments of a traceless segment
         self.state = state
         self.now = now or datetime.now(UTC)
         self.progress = progress
@@ -142,7 +143,7 @@ class StateRebuilder:
         names = list(self._types)
         held: list[HeldContact] = []
         for start in range(0, len(emails), READ_BATCH):
-            held += self.crm.read_contacts(emails[start : start + READ_BATCH], names)
+            held += self.reading.read_contacts(emails[start : start + READ_BATCH], names)
             if self.progress:
                 self.progress(min(start + READ_BATCH, len(emails)), len(emails))
         return held
@@ -156,8 +157,8 @@ class StateRebuilder:
             if name is None:
                 continue
             if name not in by_list:
-                list_id = self.crm.find_or_create_list(name, create=False)
-                by_list[name] = self.crm.list_members(list_id) if list_id else set()
+                list_id = self.enrollment.find_or_create_list(name, create=False)
+                by_list[name] = self.reading.list_members(list_id) if list_id else set()
             members[segment.name] = by_list[name]
         return members
 
@@ -203,11 +204,11 @@ class StateRebuilder:
         assert enroll is not None
         if enroll.workflow_id is not None:
             if record_id not in self._workflows:
-                self._workflows[record_id] = self.crm.workflows_of(record_id)
+                self._workflows[record_id] = self.enrollment.workflows_of(record_id)
             if enroll.workflow_id in self._workflows[record_id]:
                 return True
         if enroll.sequence is not None:
             if record_id not in self._sequences:
-                self._sequences[record_id] = self.crm.sequence_of(record_id)
+                self._sequences[record_id] = self.enrollment.sequence_of(record_id)
             return self._sequences[record_id] == str(enroll.sequence.id)
         return False

@@ -19,6 +19,7 @@ import structlog
 from funnelsync.config import Config
 from funnelsync.errors import StateLocked
 from funnelsync.state import StateStore
+from funnelsync.state.models import RunOutcome
 from funnelsync.sync.engine import RunSummary, SyncEngine
 from funnelsync.sync.factory import open_crm, open_source, open_state
 from funnelsync.sync.rebuild import RebuildReport, StateRebuilder
@@ -55,6 +56,8 @@ def open_state_for_reading(config: Config) -> StateStore:
 
 def run_sync(config: Config, *, dry_run: bool, shutdown: Shutdown | None = None,
              progress: ProgressCallback | None = None) -> RunSummary:
+    for warning in config.warnings():
+        log.warning("config warning", key=warning.key, warning=warning.message)
     stop = shutdown.stop if shutdown else threading.Event()
     source = open_source(config)
     try:
@@ -83,7 +86,7 @@ def _record_stopped(config: Config, engine: SyncEngine) -> None:
         return
     state = open_state(config)
     try:
-        state.finish_run(engine.run_id, "stopped", api_calls=engine.calls(),
+        state.finish_run(engine.run_id, RunOutcome.STOPPED, api_calls=engine.calls(),
                          message="stopped on request; the grace period ran out with a HubSpot request in flight, "
                                  "which the next run settles before sending anything")
     finally:

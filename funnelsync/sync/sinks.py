@@ -8,6 +8,7 @@ from datetime import datetime
 from funnelsync.config import Enroll
 from funnelsync.state.store import PlannedWrite, SegmentChange, StateStore
 from funnelsync.sync.lost_state import LostState
+from funnelsync.sync.outcomes import segment_change_operations
 
 PREVIEW_LIMIT = 200
 
@@ -36,7 +37,8 @@ class JournalSink:
         self.state.record_unsent(changes)
 
     def add_segment_changes(self, changes: Sequence[SegmentChange]) -> None:
-        self.state.record_segment_changes(self.run_id, changes, self.segment_enrollments, self.now)
+        operations = segment_change_operations(changes, self.segment_enrollments, self.now)
+        self.state.record_segment_changes(changes, operations, self.run_id, self.now)
 
     def drop_writes(self, emails: set[str]) -> list[PlannedWrite]:
         dropped = [w for w in self._pending if w.email in emails]

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import requests
 from hubspot.crm.lists import ListCreateRequest
 
+from funnelsync.connectors.crm import Enrollment
 from funnelsync.connectors.hubspot.client import HubSpotApi
 from funnelsync.connectors.hubspot.errors import parse_body
 from funnelsync.errors import CredentialsError, EnrollmentTargetError
@@ -22,7 +23,7 @@ CONTACT_OBJECT = "0-1"
 MEMBERSHIP_CHUNK = 250
 
 
-class Automation:
+class Automation(Enrollment):
     def __init__(self, api: HubSpotApi, token: str) -> None:
         self.api = api
         self.lists = api.client.crm.lists
@@ -31,7 +32,7 @@ class Automation:
 
     # -- lists ----------------------------------------------------------------------------------
 
-    def find_or_create_list(self, name: str, *, create: bool) -> str | None:
+    def find_or_create_list(self, name: str, *, create: bool = True) -> str | None:
         data, status = self.api.call(f"finding list {name!r}", self.lists.lists_api.get_by_name_with_http_info,
                                      name, CONTACT_OBJECT, allow=(404,))
         if status != 404:

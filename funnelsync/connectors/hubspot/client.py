@@ -71,7 +71,7 @@ class HubSpotApi:
             settings.requests_per_10s, 10.0, daily_limit=settings.daily_request_budget, stop=self.stop
         )
         self.retry_attempts = retry_attempts
-        self._sleep = sleep or self.stop.wait  # a stop cuts a wait between retries short
+        self._sleep = sleep or self._wait
         self.calls = 0
         self.rate_limited = 0
 
@@ -125,6 +125,9 @@ class HubSpotApi:
                 f"HubSpot at {self.settings.base_url} did not answer {what} after "
                 f"{self.retry_attempts} attempts: {exc}"
             ) from None
+
+    def _wait(self, seconds: float) -> None:
+        self.stop.wait(seconds)  # a stop cuts a wait between retries short
 
     def _refused(self, answer: HubSpotAnswer, allow: Collection[int], idempotent: bool) -> tuple[Any, int]:
         self._observe(answer.headers)

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from hubspot.crm.contacts import BatchInputSimplePublicObjectBatchInputUpsert, SimplePublicObjectBatchInputUpsert
 
-from funnelsync.connectors.crm import ContactWrite, WriteResult
+from funnelsync.connectors.crm import ContactWrite, ContactWriting, WriteResult
 from funnelsync.connectors.hubspot.client import HubSpotApi
 from funnelsync.connectors.hubspot.rejections import rows_named
 from funnelsync.errors import BatchRejected
@@ -35,12 +35,16 @@ def _inputs(batch: Sequence[ContactWrite]) -> BatchInputSimplePublicObjectBatchI
     )
 
 
-class ContactWriter:
+class ContactWriter(ContactWriting):
     def __init__(self, api: HubSpotApi) -> None:
         self.api = api
         self.batch_api = api.client.crm.contacts.batch_api
 
-    def write(self, writes: Sequence[ContactWrite]) -> list[WriteResult]:
+    @property
+    def calls_made(self) -> int:
+        return self.api.calls  # one client for every role
+
+    def write_contacts(self, writes: Sequence[ContactWrite]) -> list[WriteResult]:
         results: list[WriteResult] = []
         pending: list[Sequence[ContactWrite]] = [writes]
         while pending:

@@ -14,7 +14,7 @@ from hubspot.crm.contacts import (
     SimplePublicObjectId,
 )
 
-from funnelsync.connectors.crm import HeldContact
+from funnelsync.connectors.crm import HeldContact, ReadingBack
 from funnelsync.connectors.hubspot.client import HubSpotApi
 
 OBJECT = "contacts"
@@ -28,7 +28,7 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
         yield list(items[start : start + size])
 
 
-class ContactReader:
+class ContactReader(ReadingBack):
     def __init__(self, api: HubSpotApi) -> None:
         self.api = api
         contacts = api.client.crm.contacts
@@ -69,7 +69,7 @@ class ContactReader:
         members: set[str] = set()
         after: str | None = None
         while True:
-            page = {"after": after} if after else {}
+            page: dict[str, Any] = {"after": after} if after else {}
             data, _ = self.api.call(f"reading the members of list {list_id}",
                                     self.memberships_api.get_page_with_http_info, list_id,
                                     limit=MEMBERSHIP_PAGE, **page)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import structlog
 from hubspot.crm.properties import OptionInput, PropertyCreate, PropertyGroupCreate, PropertyUpdate
 
-from funnelsync.connectors.crm import SchemaReport
+from funnelsync.connectors.crm import PropertyProvisioning, SchemaReport
 from funnelsync.connectors.hubspot.client import HubSpotApi
 from funnelsync.errors import ConfigError, ConfigProblem
 from funnelsync.mappings.schema import PropertySpec
@@ -47,12 +47,19 @@ def _read_only_problem(spec: PropertySpec, current: object) -> ConfigProblem:
     )
 
 
-class PropertyProvisioner:
+class PropertyProvisioner(PropertyProvisioning):
     def __init__(self, api: HubSpotApi) -> None:
         self.api = api
         self.properties_api = api.client.crm.properties
 
-    def ensure(self, specs: Sequence[PropertySpec], *, dry_run: bool) -> SchemaReport:
+    def check_access(self) -> None:
+        # Reading the properties needs crm.schemas.contacts.read; a batch read of no contact
+        # would be free of effects but HubSpot refuses an empty batch, so read one page of one.
+        self._existing_properties()
+        contacts = self.api.client.crm.contacts.basic_api
+        self.api.call("reading contacts", contacts.get_page_with_http_info, limit=1)
+
+    def ensure_properties(self, specs: Sequence[PropertySpec], *, dry_run: bool = False) -> SchemaReport:
         report = SchemaReport()
         group = self.api.settings.property_group
         existing = self._existing_properties()

@@ -7,16 +7,16 @@ Revises:
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
+from sqlmodel.sql import sqltypes
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-UTC_DATETIME = sqlmodel.sql.sqltypes.UTCDateTime
-TEXT = sqlmodel.sql.sqltypes.AutoString
+UTC_DATETIME = sqltypes.UTCDateTime
+TEXT = sqltypes.AutoString
 
 
 def upgrade() -> None:

@@ -7,16 +7,16 @@ Revises: 0001
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
+from sqlmodel.sql import sqltypes
 
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-UTC_DATETIME = sqlmodel.sql.sqltypes.UTCDateTime
-TEXT = sqlmodel.sql.sqltypes.AutoString
+UTC_DATETIME = sqltypes.UTCDateTime
+TEXT = sqltypes.AutoString
 
 
 def upgrade() -> None:
