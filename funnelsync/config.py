@@ -6,214 +6,29 @@ the file: the config names the environment variable that holds each token.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import Field, ValidationError, field_validator, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from funnelsync.connectors.hubspot_settings import HUBSPOT_HIGHEST_BURST_PER_10S, HubSpotSettings
+from funnelsync.connectors.moesif.settings import MoesifSource
+from funnelsync.connectors.sql_settings import SqlSource
 from funnelsync.errors import ConfigError, ConfigProblem
 from funnelsync.mappings.rules import columns_read
+from funnelsync.settings import _internal_name, _Strict
 
 PROPERTY_TYPES = ("number", "string", "bool", "date", "datetime", "enumeration")
 PropertyType = Literal["number", "string", "bool", "date", "datetime", "enumeration"]
 
-# HubSpot internal names: lower-case letters, digits and underscores, starting with a letter.
-_INTERNAL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-# HubSpot's own API, and its highest published burst limit (a private app with the API limit
-# increase; 100 on Free/Starter, 190 on Professional/Enterprise). A proxy or a local server may allow more.
-HUBSPOT_API_DOMAIN = "hubapi.com"
-HUBSPOT_HIGHEST_BURST_PER_10S = 250
-
-
-class _Strict(BaseModel):
-    # strict: a number, a boolean or an array is never read from a string ("90", "true"), so a
-    # value quoted by mistake is named rather than taken
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-def _internal_name(value: str) -> str:
-    if not _INTERNAL_NAME.match(value):
-        raise ValueError(
-            f"{value!r} is not a HubSpot internal name: use lower-case letters, digits and "
-            "underscores, starting with a letter"
-        )
-    return value
-
-
-def _env_name(value: str) -> str:
-    if not _ENV_NAME.match(value):
-        raise ValueError(f"{value!r} is not an environment variable name")
-    return value
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _api_base_url(value: str, example: str) -> str:
-    """The base URL of an API that is sent a token: only the token authenticates, and only over
-    TLS, unless the API is on this machine (the sandbox)."""
-    text = value.strip()
-    url = urlsplit(text)
-    if url.scheme not in ("http", "https") or not url.hostname or re.search(r"\s", text):
-        raise ValueError(f"{value!r} is not an http(s) URL such as {example}")
-    if "?" in text or "#" in text:
-        raise ValueError(f"{value!r} is not a base http(s) URL: leave out the query string or fragment "
-                         f"(e.g. {example})")
-    if "@" in url.netloc:
-        raise ValueError(f"{value!r} carries a user name or password: leave it out, the token is read "
-                         "from the environment variable that token_env names")
-    try:
-        url.port  # noqa: B018  (raises for a port that is not a number in range)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an http(s) URL: its port is not a number") from None
-    if url.scheme == "http" and not _loopback(url.hostname):
-        raise ValueError(f"{value!r} is plain http:// to another machine: the token would travel in clear "
-                         f"text; use https:// (plain http:// only to a loopback address such as 127.0.0.1)")
-    return text.rstrip("/")
-
-
-class SqlSource(_Strict):
-    kind: Literal["sql"]
-    url: str = Field(min_length=1)
-    key: str = Field(default="email", min_length=1)
-    query: str = Field(min_length=1)
-
-
-class MoesifSource(_Strict):
-    kind: Literal["moesif"]
-    base_url: str = "https://api.moesif.com/v1"
-    token_env: Annotated[str, Field(min_length=1)] = "MOESIF_MANAGEMENT_TOKEN"
-    window: str = "-24h"
-    lookback: str = "-90d"
-    fields: dict[str, str] = Field(default_factory=lambda: {"email": "email"})
-    routes: dict[str, str] = Field(default_factory=dict)
-    page_size: int = Field(default=100, ge=1, le=1000)
-    queries_per_minute: int = Field(default=450, ge=1, le=500)
-
-    key: Literal["email"] = "email"
-
-    _check_env = field_validator("token_env")(_env_name)
-
-    #: the columns the source computes from the events, besides [source.fields] and [source.routes]
-    USAGE_COLUMNS: ClassVar[tuple[str, ...]] = (
-        "used_event_count",
-        "error_count",
-        "first_event_at",
-        "last_event_at",
-    )
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return _api_base_url(value, "https://api.moesif.com/v1")
-
-    @field_validator("window", "lookback")
-    @classmethod
-    def _relative_time(cls, value: str) -> str:
-        if not re.match(r"^-\d+[smhdwMy]$", value):
-            raise ValueError(f"{value!r} is not a relative time such as -24h, -7d or -1M")
-        return value
-
-    # The output columns are one namespace: `email`, the [source.fields] columns, the
-    # [source.routes] columns and the usage columns. Each clash is reported at the key that names
-    # a column a second time (`source.routes.used_event_count`), all of them at once.
-
-    @field_validator("fields")
-    @classmethod
-    def _fields(cls, value: dict[str, str]) -> dict[str, str]:
-        problems = [cls._clash(name, None) for name in value if name in cls.USAGE_COLUMNS]
-        email = value.get("email")
-        if not isinstance(email, str) or not email.strip():
-            message = 'must map `email` (e.g. email = "email"): users are matched to contacts by it'
-            problems.append(cls._problem((), message))
-        if problems:
-            raise ValidationError.from_exception_data("fields", problems)
-        return value
-
-    @field_validator("routes")
-    @classmethod
-    def _routes(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        fields = info.data.get("fields") or {}  # absent when [source.fields] is itself wrong
-        problems = [
-            cls._clash(name, "source.fields" if name in fields else None)
-            for name in value
-            if name in cls.USAGE_COLUMNS or name == "email" or name in fields
-        ]
-        if problems:
-            raise ValidationError.from_exception_data("routes", problems)
-        return value
-
-    @classmethod
-    def _clash(cls, name: str, table: str | None) -> InitErrorDetails:
-        if name in cls.USAGE_COLUMNS:
-            taken = f"the usage column {name!r} that the Moesif source computes"
-        elif name == "email":
-            taken = "the `email` column, the contact's key"
-        else:
-            taken = f"{table}.{name}"
-        return cls._problem((name,), f"output column {name!r} clashes with {taken}")
-
-    @staticmethod
-    def _problem(loc: tuple[str, ...], message: str) -> InitErrorDetails:
-        """A problem at `loc` below the field being validated (pydantic adds the field's path)."""
-        return InitErrorDetails(
-            type=PydanticCustomError("value_error", message), loc=loc, input=None
-        )
-
-
 Source = Annotated[SqlSource | MoesifSource, Field(discriminator="kind")]
-
-
-class HubSpotSettings(_Strict):
-    base_url: str = "https://api.hubapi.com"
-    token_env: str = "HUBSPOT_ACCESS_TOKEN"
-    requests_per_10s: int = Field(default=90, ge=1)  # see Config.warnings for HubSpot's own limit
-    daily_request_budget: int = Field(default=200_000, ge=1)
-    property_group: str = "funnelsync"
-    property_group_label: str = "funnelsync"
-    batch_size: int = Field(default=100, ge=1, le=100)
-    timeout_seconds: float = Field(default=30.0, gt=0)
-
-    _check_env = field_validator("token_env")(_env_name)
-    _check_group = field_validator("property_group")(_internal_name)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return _api_base_url(value, "https://api.hubapi.com")
-
-    @property
-    def is_hubspots(self) -> bool:
-        """Whether base_url is HubSpot's own API (not the sandbox, a proxy or a mock)."""
-        host = urlsplit(self.base_url).hostname or ""
-        return host == HUBSPOT_API_DOMAIN or host.endswith(f".{HUBSPOT_API_DOMAIN}")
 
 
 class StateSettings(_Strict):

@@ -15,8 +15,9 @@ import requests
 import sqlalchemy as sa
 
 from funnelsync.cli.runner import run_sync
-from funnelsync.config import Config, SqlSource, load_config, parse_config
+from funnelsync.config import Config, load_config, parse_config
 from funnelsync.connectors.sql import SqlUsageSource
+from funnelsync.connectors.sql_settings import SqlSource
 from funnelsync.errors import ConfigError
 from funnelsync.mappings.contacts import normalize_email
 from funnelsync.sandbox import SandboxServer

@@ -28,9 +28,10 @@ import requests
 import responses
 from structlog.testing import capture_logs
 
-from funnelsync.config import MoesifSource, parse_config
+from funnelsync.config import parse_config
 from funnelsync.connectors.budget import RequestBudget
 from funnelsync.connectors.moesif import MoesifUsageSource, RelativeTime, parse_moesif_time
+from funnelsync.connectors.moesif.settings import MoesifSource
 from funnelsync.errors import ConfigError, CredentialsError, FatalError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "moesif"

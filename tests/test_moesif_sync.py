@@ -210,7 +210,7 @@ def stored_time(value: str | None) -> datetime | None:
         return None
     if value.isdigit():
         return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return datetime.fromisoformat(value)
 
 
 # -- harness --------------------------------------------------------------------------------------

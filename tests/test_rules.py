@@ -67,8 +67,8 @@ class TestSeedCohorts:
 
     @pytest.mark.parametrize(("used", "quota", "over"), [
         (1200, 1000, True), (1000, 1000, False),
-        (Decimal("1200"), 1000, True), (1200.0, Decimal("1000.00"), True),
-        (Decimal("999.50"), 1000, False), (999.5, Decimal("999"), True),
+        (Decimal(1200), 1000, True), (1200.0, Decimal("1000.00"), True),
+        (Decimal("999.50"), 1000, False), (999.5, Decimal(999), True),
     ])
     def test_over_quota_compares_ints_floats_and_decimals(
         self, used: object, quota: object, over: bool
@@ -76,8 +76,8 @@ class TestSeedCohorts:
         assert matches(OVER_QUOTA, used_event_count=used, monthly_quota=quota) is over
 
     @pytest.mark.parametrize(("calls", "never"), [
-        (0, True), (0.0, True), (Decimal("0"), True), (Decimal("0.00"), True),
-        (3, False), (0.5, False), (Decimal("2"), False),
+        (0, True), (0.0, True), (Decimal(0), True), (Decimal("0.00"), True),
+        (3, False), (0.5, False), (Decimal(2), False),
     ])
     def test_never_called_an_endpoint(self, calls: object, never: bool) -> None:
         assert matches(NEVER_CALLED_PAYMENTS, calls_payments=calls) is never
@@ -144,7 +144,7 @@ class TestValues:
 
     def test_arithmetic_on_whole_decimals_works_as_on_ints(self) -> None:
         assert matches("used_event_count + error_count > 1000",
-                       used_event_count=Decimal("990"), error_count=11)
+                       used_event_count=Decimal(990), error_count=11)
         assert matches("double(error_count) / double(used_event_count) > 0.1",
                        used_event_count=Decimal("20.00"), error_count=3)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import click
 
 from funnelsync.cli.report import summary_text
-from funnelsync.config import Config, SqlSource
+from funnelsync.config import Config
+from funnelsync.connectors.sql_settings import SqlSource
 from funnelsync.errors import ConfigError, ConfigProblem
 from funnelsync.sandbox import SandboxServer
 from funnelsync.sandbox.demo_data import build_demo_database

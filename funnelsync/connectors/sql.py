@@ -16,8 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from funnelsync.config import SqlSource
 from funnelsync.connectors.source import Row, Source, SourceRows
+from funnelsync.connectors.sql_settings import SqlSource
 from funnelsync.errors import ConfigError, ConfigProblem, FatalError
 
 _FETCH = 1000

@@ -116,7 +116,7 @@ def _parse_moment(value: str) -> datetime | None:
             return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
         if len(text) == 10:
             return datetime.combine(date.fromisoformat(text), time(0), tzinfo=UTC)
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text)
     except (ValueError, OverflowError, OSError):
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

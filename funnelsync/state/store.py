@@ -97,6 +97,15 @@ NOT_KNOWN = KnownContact("", None, None)
 
 
 @dataclass(frozen=True)
+class CallCount:
+    """The HubSpot calls a run has made so far, recorded with each piece of its work: a killed
+    run's calls still count toward the day's budget."""
+
+    run_id: int
+    calls: int
+
+
+@dataclass(frozen=True)
 class StageMove:
     """A contact's move into a stage, as the planner decided it."""
 
@@ -192,7 +201,6 @@ class StateStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
-        self._counting: tuple[int, Callable[[], int]] | None = None  # see count_calls
         self._planning: Session | None = None  # see planning
         try:
             migrate(self.engine)
@@ -312,19 +320,12 @@ class StateStore:
             assert run.id is not None
             return run.id
 
-    def count_calls(self, run_id: int, calls_made: Callable[[], int]) -> None:
-        """From now on, each transaction that records the run's work in HubSpot also records
-        how many calls it has made: a killed run's calls still count toward the day's budget."""
-        self._counting = (run_id, calls_made)
-
-    def _record_calls(self, session: Session) -> None:
-        if self._counting is not None:
-            run_id, calls_made = self._counting
-            session.exec(update(Run).where(col(Run.id) == run_id).values(api_calls=calls_made()))
+    @staticmethod
+    def _record_calls(session: Session, calls: CallCount | None) -> None:
+        if calls is not None:
+            session.exec(update(Run).where(col(Run.id) == calls.run_id).values(api_calls=calls.calls))
 
     def finish_run(self, run_id: int, outcome: RunOutcome, **counts: int | str) -> None:
-        if self._counting is not None and self._counting[0] == run_id:
-            self._counting = None
         with Session(self.engine) as session:
             run = session.get(Run, run_id)
             assert run is not None
@@ -428,7 +429,8 @@ class StateStore:
     # -- recording results -------------------------------------------------------------------
 
     def record_results(self, run_id: int, confirmed: Iterable[Confirmed], refused: Iterable[Refused],
-                       *, enrollments: Sequence[PlannedOperation] = (), operation_id: int | None = None) -> None:
+                       *, enrollments: Sequence[PlannedOperation] = (), operation_id: int | None = None,
+                       calls: CallCount | None = None) -> None:
         """One batch's outcome, in one transaction: the confirmed values and stage moves, the
         enrollments they make, the rejected records, and the journal operation marked done."""
         now = utcnow()
@@ -455,7 +457,7 @@ class StateStore:
                 session.exec(update(Operation).where(col(Operation.id) == operation_id)
                              .values(status=OperationStatus.DONE, updated_at=now, attempts=Operation.attempts + 1,
                                      payload=_NO_PAYLOAD))
-            self._record_calls(session)
+            self._record_calls(session, calls)
             session.commit()
 
     @staticmethod
@@ -529,7 +531,8 @@ class StateStore:
         with Session(self.engine) as session:
             return list(session.exec(query))
 
-    def mark_operations(self, ids: Sequence[int], status: OperationStatus, error: str = "") -> None:
+    def mark_operations(self, ids: Sequence[int], status: OperationStatus, error: str = "", *,
+                        calls: CallCount | None = None) -> None:
         """`started` before the call, `done` after it; back to `planned` with the error when it
         was refused (it is tried again next run); `started` with an error when its answer was
         lost (the next try settles it against HubSpot first)."""
@@ -542,7 +545,7 @@ class StateStore:
         with Session(self.engine) as session:
             for chunk in _chunks(list(ids)):  # type: ignore[arg-type]
                 session.exec(update(Operation).where(self._in(Operation.id, chunk)).values(**values))
-            self._record_calls(session)
+            self._record_calls(session, calls)
             session.commit()
 
     def failed_enrollments(self) -> list[Operation]:

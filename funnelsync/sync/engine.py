@@ -25,7 +25,7 @@ from funnelsync.errors import DailyLimitReached, FunnelsyncError, StopRequested
 from funnelsync.mappings.contacts import ContactMapper
 from funnelsync.mappings.schema import property_specs
 from funnelsync.state.models import RunOutcome
-from funnelsync.state.store import Confirmed, Refused, StateStore, WriteBatch
+from funnelsync.state.store import CallCount, Confirmed, Refused, StateStore, WriteBatch
 from funnelsync.sync.enrollments import EnrollmentRunner, EnrollmentSummary
 from funnelsync.sync.lost_state import find_lost_state, refuse_lost_state
 from funnelsync.sync.outcomes import segment_targets, stage_entry_operations, stage_targets
@@ -130,7 +130,6 @@ class SyncEngine:
             return summary
         with self.state.exclusive():
             run_id = self.run_id = self.state.start_run()
-            self.state.count_calls(run_id, self.calls)
             bound = log.bind(run_id=run_id)
             try:
                 summary = self._run(run_id)
@@ -159,6 +158,9 @@ class SyncEngine:
                        skipped=summary.skipped, api_calls=summary.api_calls,
                        resumed_writes=summary.resumed_writes, seconds=round(summary.seconds, 2))
             return summary
+
+    def call_count(self) -> CallCount | None:
+        return CallCount(self.run_id, self.calls()) if self.run_id is not None else None
 
     def calls(self) -> int:
         return self.crm.contacts.calls_made
@@ -201,7 +203,7 @@ class SyncEngine:
         self.state.forget_rejects(plan.settled)
         self._write(run_id, summary)
         if not self.stop.is_set():
-            summary.enrollments = EnrollmentRunner(self.crm.enrollment, self.state, self.stop).run()
+            summary.enrollments = EnrollmentRunner(self.crm.enrollment, self.state, self.stop, self.call_count).run()
         if self.stop.is_set() and self.state.pending_enrollments():
             summary.stopped_early = True
         summary.api_calls = self.calls()
@@ -225,7 +227,7 @@ class SyncEngine:
         results = self.crm.contacts.write_contacts([ContactWrite(w.email, w.properties) for w in batch.writes])
         confirmed = [Confirmed(planned[r.email], r.record_id) for r in results if r.ok]
         refused = [Refused(r.email, r.reason, r.code) for r in results if not r.ok]
-        self.state.record_results(run_id, confirmed, refused, operation_id=batch.operation_id,
+        self.state.record_results(run_id, confirmed, refused, operation_id=batch.operation_id, calls=self.call_count(),
                                   enrollments=stage_entry_operations(confirmed, self._stage_targets))
         summary.written += len(confirmed)
         summary.rejected += len(refused)

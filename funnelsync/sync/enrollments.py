@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -30,7 +30,7 @@ from funnelsync.errors import (
     OutcomeUnknown,
 )
 from funnelsync.state.models import Operation, OperationKind, OperationStatus
-from funnelsync.state.store import StateStore
+from funnelsync.state.store import CallCount, StateStore
 
 log = structlog.get_logger("funnelsync.enroll")
 LIST_KINDS = (OperationKind.LIST_ADD, OperationKind.LIST_REMOVE)
@@ -86,13 +86,18 @@ def _target_key(operation: Operation) -> str:
 
 
 class EnrollmentRunner:
-    def __init__(self, crm: Enrollment, state: StateStore, stop: threading.Event) -> None:
+    def __init__(self, crm: Enrollment, state: StateStore, stop: threading.Event,
+                 calls: Callable[[], CallCount | None] = lambda: None) -> None:
         self.crm = crm
         self.state = state
         self.stop = stop
+        self.calls = calls  # recorded with each mark: a killed run's calls still count
         self.summary = EnrollmentSummary()
         self._list_ids: dict[str, str] = {}
         self._record_ids: dict[str, str] = {}
+
+    def _mark(self, ids: Sequence[int], status: OperationStatus, error: str = "") -> None:
+        self.state.mark_operations(ids, status, error, calls=self.calls())
 
     def run(self) -> EnrollmentSummary:
         operations = self.state.pending_enrollments()
@@ -119,7 +124,7 @@ class EnrollmentRunner:
         return self.stop.is_set() or bool(self.summary.halted)
 
     def _fail(self, operations: list[Operation], reason: str) -> None:
-        self.state.mark_operations([op.id for op in operations if op.id is not None], OperationStatus.PLANNED, reason)
+        self._mark([op.id for op in operations if op.id is not None], OperationStatus.PLANNED, reason)
         self.summary.failed += len(operations)
 
     def _change_list(self, operations: list[Operation]) -> None:
@@ -135,7 +140,7 @@ class EnrollmentRunner:
         ids = [op.id for op in known if op.id is not None]
         try:
             list_id = self._list_id(str(operations[0].target))
-            self.state.mark_operations(ids, OperationStatus.STARTED)
+            self._mark(ids, OperationStatus.STARTED)
             self.crm.change_list(list_id, [self._record_ids[str(op.email)] for op in known],
                                  add=operations[0].kind == OperationKind.LIST_ADD)
         except DailyLimitReached:
@@ -143,7 +148,7 @@ class EnrollmentRunner:
         except FunnelsyncError as error:
             self._failed_target(key, known, error)
             return
-        self.state.mark_operations(ids, OperationStatus.DONE)
+        self._mark(ids, OperationStatus.DONE)
         self.summary.count(operations[0].kind, len(known))
 
     def _list_id(self, name: str) -> str:
@@ -183,7 +188,7 @@ class EnrollmentRunner:
     def _send(self, operation: Operation, record_id: str | None) -> bool:
         """Send the enrollment once; True when its outcome is unknown (its answer was lost)."""
         assert operation.id is not None
-        self.state.mark_operations([operation.id], OperationStatus.STARTED)
+        self._mark([operation.id], OperationStatus.STARTED)
         try:
             self._call(operation, record_id)
         except OutcomeUnknown as lost:
@@ -196,7 +201,7 @@ class EnrollmentRunner:
             if operation.kind == OperationKind.ENROLL_SEQUENCE and self._settled(operation, record_id):
                 return False
             raise
-        self.state.mark_operations([operation.id], OperationStatus.DONE)
+        self._mark([operation.id], OperationStatus.DONE)
         self.summary.count(operation.kind)
         return False
 
@@ -205,14 +210,14 @@ class EnrollmentRunner:
         if not self._already_enrolled(operation, record_id):
             return False
         assert operation.id is not None
-        self.state.mark_operations([operation.id], OperationStatus.DONE, "found enrolled in HubSpot: not sent again")
+        self._mark([operation.id], OperationStatus.DONE, "found enrolled in HubSpot: not sent again")
         self.summary.already_enrolled += 1
         return True
 
     def _leave_unknown(self, operation: Operation, reason: str) -> None:
         """Its outcome stays unknown (`started`): the next run settles it before sending anything."""
         assert operation.id is not None
-        self.state.mark_operations([operation.id], OperationStatus.STARTED, f"outcome unknown: {reason}")
+        self._mark([operation.id], OperationStatus.STARTED, f"outcome unknown: {reason}")
         self.summary.failed += 1
         self.summary.halted = self.summary.halted or reason
 

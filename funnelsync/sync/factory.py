@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 
-from funnelsync.config import Config, MoesifSource, SqlSource, read_token
+from funnelsync.config import Config, read_token
 from funnelsync.connectors.budget import RequestBudget
 from funnelsync.connectors.hubspot import HubSpotCrm
 from funnelsync.connectors.moesif import MoesifUsageSource
+from funnelsync.connectors.moesif.settings import MoesifSource
 from funnelsync.connectors.source import Source
 from funnelsync.connectors.sql import SqlUsageSource
+from funnelsync.connectors.sql_settings import SqlSource
 from funnelsync.state import StateStore
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from funnelsync.config import HubSpotSettings
 from funnelsync.connectors.hubspot.automation import Automation
 from funnelsync.connectors.hubspot.client import HubSpotApi
 from funnelsync.connectors.hubspot.contacts import ContactWriter
 from funnelsync.connectors.hubspot.reading import ContactReader
 from funnelsync.connectors.hubspot.schema import PropertyProvisioner
+from funnelsync.connectors.hubspot_settings import HubSpotSettings
 
 
 class HubSpotCrm:

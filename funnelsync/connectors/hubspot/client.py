@@ -20,9 +20,9 @@ from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.lists.exceptions import ApiException as ListsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
-from funnelsync.config import HubSpotSettings
 from funnelsync.connectors.budget import RequestBudget
 from funnelsync.connectors.hubspot.errors import HubSpotAnswer, classify, parse_body
+from funnelsync.connectors.hubspot_settings import HubSpotSettings
 from funnelsync.connectors.retry import call_with_retries
 from funnelsync.errors import FatalError, OutcomeUnknown, RateLimited, RetriableError, StopRequested
 

@@ -17,9 +17,9 @@ from typing import Any
 import requests
 import structlog
 
-from funnelsync.config import MoesifSource
 from funnelsync.connectors.budget import RequestBudget
 from funnelsync.connectors.moesif.client import MoesifClient
+from funnelsync.connectors.moesif.settings import MoesifSource
 from funnelsync.connectors.moesif.times import RelativeTime, parse_moesif_time
 from funnelsync.connectors.source import Row, Source, SourceRows
 from funnelsync.errors import FatalError
