@@ -64,7 +64,8 @@ def parse_body(raw: bytes | str | None) -> dict[str, Any]:
 def _unauthorized(answer: HubSpotAnswer, token_env: str) -> FunnelsyncError:
     return CredentialsError(
         f"HubSpot refused the access token in ${token_env} (401: {answer.message}). "
-        "Check that the variable holds the private app's current access token for this portal."
+        "Check that the variable holds a current Service Key (or a private app's or OAuth access "
+        "token) for this portal."
     )
 
 
@@ -72,8 +73,9 @@ def _forbidden(answer: HubSpotAnswer, token_env: str) -> FunnelsyncError:
     scopes = answer.required_scopes()
     needed = f" it needs the scope(s) {', '.join(scopes)}" if scopes else " a scope is missing"
     return CredentialsError(
-        f"HubSpot says the private app behind ${token_env} may not do this (403):{needed}. "
-        "Add the scope(s) to the private app in HubSpot (Settings > Integrations > Private apps), "
+        f"HubSpot says the token in ${token_env} may not do this (403):{needed}. "
+        "Add the scope(s) to the Service Key in HubSpot (Development > Keys > Service keys; for a "
+        "legacy private app, Settings > Integrations > Private apps), "
         f"then update ${token_env} if the token changed. HubSpot said: {answer.message}"
     )
 
