@@ -266,6 +266,9 @@ def test_through_the_command_line_sync_exits_3_naming_the_rebuild_which_then_let
     state_file.unlink()
     writes = sandbox.store.write_count()
 
+    checked = funnelsync("-c", str(config_file), "validate", env=env)
+    assert checked.returncode == 3 and f"run `{REBUILD}`" in checked.stderr, checked.stderr
+    assert not state_file.exists()  # validate only reads
     stopped = funnelsync("-c", str(config_file), "sync", env=env)
     assert stopped.returncode == 3, stopped.stderr
     assert f"run `{REBUILD}`" in stopped.stderr and "Traceback" not in stopped.stderr

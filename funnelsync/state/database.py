@@ -86,11 +86,12 @@ def _no_folder(folder: Path) -> str:
             "in a folder that exists")
 
 
-def check_state(url: str) -> None:
+def check_state(url: str) -> str | None:
     """What a sync needs of `state.url`, checked without creating or changing anything (for
     `validate`): a usable URL; for SQLite a folder that exists and may be written, and a file that
     is funnelsync's if there is one; for a server, a database that answers and is funnelsync's or
-    empty. Raises ConfigError, or StateError for a database that cannot be opened or is not ours."""
+    empty. Raises ConfigError, or StateError for a database that cannot be opened or is not ours.
+    Returns where the state is (password hidden) when there is none yet, else None."""
     engine = create_engine(url)
     try:
         path = _sqlite_file(engine)
@@ -98,7 +99,7 @@ def check_state(url: str) -> None:
             if not os.access(path.parent, os.W_OK | os.X_OK):
                 raise ConfigError([ConfigProblem(
                     "state.url", f"funnelsync may not create the SQLite state {path.name} in {path.parent}")])
-            return
+            return where(engine)
         relations = _relations(engine)
         _refuse_foreign(engine, relations)
         if relations:
@@ -107,6 +108,7 @@ def check_state(url: str) -> None:
                 if current is not None and not _known_revision(connection, current):
                     raise StateError(f"the state at {where(engine)} was written by a newer funnelsync "
                                      f"(schema {current}); this one knows up to {head_revision()}")
+        return None if relations else where(engine)
     finally:
         engine.dispose()
 

@@ -49,9 +49,14 @@ def funnelsync_properties(config: Config) -> list[str]:
 def find_lost_state(config: Config, state: StateStore, crm: ReadingBack) -> LostState | None:
     if not state.holds_nothing():
         return None
+    return portal_holding_data(config, crm, state.where())
+
+
+def portal_holding_data(config: Config, crm: ReadingBack, where: str) -> LostState | None:
+    """What the portal holds of funnelsync's data, for a state at `where` that holds nothing."""
     names = funnelsync_properties(config)
     held = crm.contacts_holding(names) if names else 0
-    return LostState(state.where(), held, tuple(names)) if held else None
+    return LostState(where, held, tuple(names)) if held else None
 
 
 def refuse_lost_state(config: Config, state: StateStore, crm: ReadingBack) -> None:

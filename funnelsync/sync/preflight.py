@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 
 from funnelsync.config import Config
 from funnelsync.connectors.crm import SchemaReport
-from funnelsync.errors import ConfigError, ConfigProblem, FunnelsyncError
+from funnelsync.errors import ConfigError, ConfigProblem, FunnelsyncError, StateLost
 from funnelsync.mappings.rules import columns_read
 from funnelsync.mappings.schema import property_specs
 from funnelsync.mappings.segments import compile_segments
 from funnelsync.state.database import check_state
 from funnelsync.sync.enrollments import check_enrollment_targets, enrollment_targets
 from funnelsync.sync.factory import open_crm, open_source
+from funnelsync.sync.lost_state import portal_holding_data
 from funnelsync.sync.planner import check_columns
 
 
@@ -88,8 +89,9 @@ def preflight(config: Config) -> Preflight:
         mistakes = column_problems(config, found.columns)
         found.problems += mistakes
         found.columns_ok = not mistakes
+    new_state: str | None = None
     with found.step("state.url"):
-        check_state(config.state.url)
+        new_state = check_state(config.state.url)
         found.state_ok = True
     with found.step("hubspot"):
         crm = open_crm(config)
@@ -103,4 +105,9 @@ def preflight(config: Config) -> Preflight:
         targets = check_enrollment_targets(config, crm.enrollment)
         found.problems += [ConfigProblem(f"{where}.enroll", reason) for where, reason in targets.items()]
         found.targets_ok = not targets and any(True for _ in enrollment_targets(config))
+    if new_state is not None:
+        with found.step("state"):  # a sync over a lost state stops before writing
+            lost = portal_holding_data(config, crm.reading, new_state)
+            if lost is not None:
+                raise StateLost(lost.reason())
     return found
