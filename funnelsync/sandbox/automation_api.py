@@ -1,4 +1,5 @@
-"""Automation: legacy v2 workflow enrollment, v4 workflow id mappings, v4 sequence enrollment.
+"""Automation: legacy v2 workflow enrollment, v4 workflow id mappings, and sequence enrollment
+(v4 and every date version, the same shapes).
 
 The generated client has no models for these, so their bodies are checked here by hand.
 """
@@ -12,7 +13,6 @@ from .errors import error_detail, not_found, validation_error
 from .store import SandboxStore, Sequence, Workflow, now
 from .values import is_valid_email, iso_millis
 
-PORTAL_ID = 62515
 MAPPING_INPUT_TYPES = {"WORKFLOW_ID": "workflowId", "FLOW_ID": "flowId"}
 SEQUENCE_ENROLLMENT_FIELDS = ("contactId", "sequenceId", "senderEmail")
 ENROLLMENT_ANSWER_FIELDS = ("id", "toEmail", "enrolledAt", "updatedAt")
@@ -33,11 +33,11 @@ def enroll_in_workflow(call: ApiCall, store: SandboxStore) -> Answer:
 def workflows_of_contact(call: ApiCall, store: SandboxStore) -> Answer:
     contact = store.contact_by_id(call.params["vid"])
     workflows = store.workflows_of(contact.email) if contact is not None else []
-    return Answer(200, [_public_workflow(workflow) for workflow in workflows])
+    return Answer(200, [_public_workflow(workflow, store.portal_id) for workflow in workflows])
 
 
 def get_workflow(call: ApiCall, store: SandboxStore) -> Answer:
-    return Answer(200, _public_workflow(_workflow(call.params["workflow_id"], store)))
+    return Answer(200, _public_workflow(_workflow(call.params["workflow_id"], store), store.portal_id))
 
 
 def _workflow(workflow_id: str, store: SandboxStore) -> Workflow:
@@ -48,10 +48,10 @@ def _workflow(workflow_id: str, store: SandboxStore) -> Workflow:
     return workflow
 
 
-def _public_workflow(workflow: Workflow) -> dict[str, Any]:
+def _public_workflow(workflow: Workflow, portal_id: int) -> dict[str, Any]:
     inserted = int(workflow.inserted_at.timestamp() * 1000)
     return {"id": workflow.id, "name": workflow.name, "type": "DRIP_DELAY", "enabled": True,
-            "portalId": PORTAL_ID, "insertedAt": inserted, "updatedAt": inserted,
+            "portalId": portal_id, "insertedAt": inserted, "updatedAt": inserted,
             "migrationStatus": {"workflowId": workflow.id, "flowId": workflow.flow_id,
                                 "migrationStatus": "EXECUTION_MIGRATED"}}
 
@@ -97,7 +97,7 @@ def _mapping_inputs(body: Any) -> list[tuple[str, str]]:
     return parsed
 
 
-# v4 sequences
+# sequences (v4 and the date versions)
 
 def enroll_in_sequence(call: ApiCall, store: SandboxStore) -> Answer:
     user_id = _user_id(call)
@@ -141,7 +141,7 @@ def get_sequence(call: ApiCall, store: SandboxStore) -> Answer:
     sequence = _sequence(call.params["sequence_id"], _user_id(call), store)
     created = iso_millis(sequence.created_at)
     return Answer(200, {"id": sequence.id, "name": sequence.name, "userId": sequence.user_id,
-                        "createdAt": created, "updatedAt": created, "steps": []})
+                        "createdAt": created, "updatedAt": created, "steps": [], "dependencies": []})
 
 
 def _user_id(call: ApiCall) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import validation_error
+from .versions import LEGACY
 
 NO_BODY = object()
 
@@ -19,6 +20,7 @@ class ApiCall:
     params: dict[str, str]
     raw_body: bytes
     rejected_emails: frozenset[str] = frozenset()  # set by a `reject_rows` fault
+    version: str = LEGACY  # the API version of the route that answers it
 
     def json(self) -> Any:
         """The body as JSON; HubSpot's 400 when it is not JSON."""

@@ -1,4 +1,9 @@
-"""CRM objects v3 for contacts: batch upsert, batch read, list and get."""
+"""CRM objects for contacts: batch upsert, batch read, list and get, in every API version.
+
+The shapes are v3's in every version but two, both from 2026-09: a batch with failed rows answers
+200 with `errors` and `numErrors` in the body (its API description has no 207), and an upsert
+is checked against the portal's own validation rules.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from .calls import Answer, ApiCall
 from .errors import HubSpotError, error_detail, not_found, validation_error
 from .schema import CONTACTS
 from .store import Contact, SandboxStore, now
+from .validation_rules import BrokenRule, refusal
 from .values import ValueProblem, is_valid_email, iso_millis, stored_value, wire_string
+from .versions import V2026_09, enforces
 
 UPSERT_INPUT = "BatchInputSimplePublicObjectBatchInputUpsert"
 UPSERT_ANSWER = "BatchResponseSimplePublicUpsertObject"
@@ -48,6 +55,7 @@ def batch_upsert(call: ApiCall, store: SandboxStore) -> Answer:
     rows = [_upsert_row(item) for item in request["inputs"]]
     _check_duplicates(rows)
     _check_values(rows, store)
+    _check_rules(rows, store, call.version)
     results, errors = [], []
     for row in rows:
         if row.email in call.rejected_emails:
@@ -55,7 +63,7 @@ def batch_upsert(call: ApiCall, store: SandboxStore) -> Answer:
             continue
         contact, created = store.write_contact(row.email, row.values)
         results.append(_upsert_result(contact, row, created))
-    return _batch_answer(UPSERT_ANSWER, store.shuffled(results), errors, started)
+    return _batch_answer(UPSERT_ANSWER, store.shuffled(results), errors, started, call.version)
 
 
 def batch_read(call: ApiCall, store: SandboxStore) -> Answer:
@@ -72,7 +80,7 @@ def batch_read(call: ApiCall, store: SandboxStore) -> Answer:
         else:
             results.append(_public_object(contact, wanted))
     errors = [_missing_ids_error(missing)] if missing else []
-    return _batch_answer(READ_ANSWER, store.shuffled(results), errors, started)
+    return _batch_answer(READ_ANSWER, store.shuffled(results), errors, started, call.version)
 
 
 def list_contacts(call: ApiCall, store: SandboxStore) -> Answer:
@@ -83,7 +91,7 @@ def list_contacts(call: ApiCall, store: SandboxStore) -> Answer:
     body: dict[str, Any] = {"results": [_public_object(c, wanted) for c in page[:limit]]}
     if len(page) > limit:
         next_after = page[limit].id
-        link = f"/crm/v3/objects/contacts?limit={limit}&after={next_after}"
+        link = f"{call.path}?limit={limit}&after={next_after}"
         body["paging"] = {"next": {"after": next_after, "link": link}}
     return Answer(200, CONTACTS.answer(PAGE_ANSWER, body))
 
@@ -159,6 +167,20 @@ def _check_values(rows: list[UpsertRow], store: SandboxStore) -> None:
         raise _invalid_values(problems)
 
 
+def _check_rules(rows: list[UpsertRow], store: SandboxStore, version: str) -> None:
+    """The portal's validation rules that HubSpot checks under this API version, over what each
+    contact would hold after the write; one broken rule refuses the whole batch."""
+    rules = [rule for rule in store.validation_rules() if enforces(version, rule.since)]
+    broken = []
+    for row in rows:
+        existing = store.contact_by_email(row.email)
+        held = {**(existing.properties if existing is not None else {}), **row.values}
+        broken += [BrokenRule(rule, message) for rule in rules
+                   if (message := rule.broken_by(row.values, held)) is not None]
+    if broken:
+        raise refusal(broken)
+
+
 def _check_one(row: UpsertRow, prop: dict[str, Any], value: str) -> None:
     try:
         row.values[prop["name"]] = stored_value(prop, value)
@@ -214,10 +236,11 @@ def _missing_ids_error(ids: list[str]) -> dict[str, Any]:
 
 
 def _batch_answer(model: str, results: list[dict[str, Any]], errors: list[dict[str, Any]],
-                  started: datetime) -> Answer:
+                  started: datetime, version: str) -> Answer:
     body: dict[str, Any] = {"status": "COMPLETE", "results": results,
                             "startedAt": iso_millis(started), "completedAt": iso_millis(now())}
     if not errors:
         return Answer(200, CONTACTS.answer(model, body))
     body.update(numErrors=len(errors), errors=errors)
-    return Answer(207, CONTACTS.answer(f"{model}WithErrors", body))
+    status = 200 if enforces(version, V2026_09) else 207
+    return Answer(status, CONTACTS.answer(f"{model}WithErrors", body))

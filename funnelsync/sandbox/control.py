@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import page
 from .calls import Answer
+from .latency import Latency
+from .limits import UPSERT_IN_ANY_VERSION
+from .versions import V2026_09
 
 if TYPE_CHECKING:
     from .server import SandboxServer
@@ -47,8 +50,19 @@ def state(sandbox: SandboxServer) -> dict[str, Any]:
         "workflow_enrollments": [{"workflowId": workflow_id, "email": email, "time": at}
                                  for workflow_id, email, at in store.workflow_enrollments()],
         "sequence_enrollments": store.sequence_enrollments(),
+        "portal_id": store.portal_id,
+        "event_definitions": [{"name": d.name, "label": d.label,
+                               "fullyQualifiedName": store.fully_qualified_name(d.name),
+                               "properties": [p["name"] for p in d.properties]}
+                              for d in store.all_event_definitions()],
+        "event_occurrences": store.event_occurrences(),
+        "dropped_event_occurrences": store.dropped_event_occurrences(),
+        "validation_rules": [rule.as_dict() for rule in store.validation_rules()],
         "request_log": store.request_log(),
+        # requests by API version; "none" counts paths with neither a date nor a number
+        "versions_used": {version or "none": count for version, count in store.versions_used().items()},
         "faults": sandbox.faults.pending(),
+        "latency": sandbox.latency.as_dict(),
     }
 
 
@@ -71,7 +85,7 @@ def _faults(sandbox: SandboxServer, body: bytes) -> Answer:
     fields = _object(body)
     fault = sandbox.inject_fault(
         method=str(fields.get("method", "POST")),
-        path_prefix=str(fields.get("path_prefix", "/crm/v3/objects/contacts/batch/upsert")),
+        path_prefix=str(fields.get("path_prefix", UPSERT_IN_ANY_VERSION)),
         kind=str(fields.get("kind", "status")),
         status=int(fields.get("status", 503)),
         count=int(fields.get("count", 1)),
@@ -92,6 +106,47 @@ def _sequences(sandbox: SandboxServer, body: bytes) -> Answer:
     fields = _object(body)
     sequence = sandbox.add_sequence(str(fields["id"]), str(fields["userId"]), str(fields["name"]))
     return Answer(201, {"id": sequence.id, "userId": sequence.user_id, "name": sequence.name})
+
+
+def _event_definitions(sandbox: SandboxServer, body: bytes) -> Answer:
+    fields = _object(body)
+    definition = sandbox.add_event_definition(str(fields["name"]), str(fields["label"]))
+    return Answer(201, {"name": definition.name, "label": definition.label,
+                        "fullyQualifiedName": sandbox.store.fully_qualified_name(definition.name)})
+
+
+def _validation_rules(sandbox: SandboxServer, body: bytes) -> Answer:
+    fields = _object(body)
+    required_when = fields.get("required_when")
+    if required_when is not None and not isinstance(required_when, dict):
+        raise ValueError("required_when is an object of property names and values")
+    rule = sandbox.add_validation_rule(
+        str(fields["property"]), pattern=_optional(fields, "pattern"), required_when=required_when,
+        message=_optional(fields, "message"), error=_optional(fields, "error"),
+        since=str(fields.get("since", V2026_09)))
+    return Answer(201, rule.as_dict())
+
+
+def _optional(fields: dict[str, Any], name: str) -> str | None:
+    return None if fields.get(name) is None else str(fields[name])
+
+
+def _latency(sandbox: SandboxServer, body: bytes) -> Answer:
+    return Answer(200, sandbox.latency.as_dict())
+
+
+def _set_latency(sandbox: SandboxServer, body: bytes) -> Answer:
+    """`{"latency": "300ms±100ms" | ["hubspot", "upsert=1s", ...], "seed": 7}`, as `--latency`;
+    requests that arrive from now on get it."""
+    fields = _object(body)
+    specs = fields.get("latency", [])
+    if not isinstance(specs, str | list) or not all(isinstance(spec, str) for spec in specs):
+        raise ValueError("latency is a string such as \"300ms±100ms\", or a list of them")
+    seed = fields.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError("seed is an integer")
+    sandbox.latency = Latency.parse(specs, seed=seed)
+    return Answer(200, sandbox.latency.as_dict())
 
 
 def _reset(sandbox: SandboxServer, body: bytes) -> Answer:
@@ -124,5 +179,9 @@ CONTROL_ROUTES = {
     ("POST", "/_sandbox/faults"): _faults,
     ("POST", "/_sandbox/workflows"): _workflows,
     ("POST", "/_sandbox/sequences"): _sequences,
+    ("POST", "/_sandbox/event-definitions"): _event_definitions,
+    ("POST", "/_sandbox/validation-rules"): _validation_rules,
+    ("GET", "/_sandbox/latency"): _latency,
+    ("POST", "/_sandbox/latency"): _set_latency,
     ("POST", "/_sandbox/reset"): _reset,
 }

@@ -18,6 +18,9 @@ UNLIMITED_BURST = 10_000
 # answer lost on the way back): reset_after, late (answered after `delay`), status_after (a 5xx)
 FAULT_KINDS = ("status", "reset", "slow", "reject_rows", "reset_after", "late", "status_after")
 AFTER_APPLYING = frozenset({"reset_after", "late", "status_after"})
+# where a fault lands unless told: the contact batch upsert in every API version
+# (`/crm/v3/objects/contacts/...` and `/crm/objects/2026-09/contacts/...`), `*` being one segment
+UPSERT_IN_ANY_VERSION = "/crm/*/*/contacts/batch/upsert"
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ class RateLimiter:
 
 
 @functools.lru_cache(maxsize=64)
-def _prefix_pattern(prefix: str) -> re.Pattern[str]:
+def prefix_pattern(prefix: str) -> re.Pattern[str]:
+    """What a path starting with `prefix` matches, `*` standing for one path segment."""
     return re.compile("[^/]+".join(re.escape(part) for part in prefix.split("*")))
 
 
@@ -132,7 +136,7 @@ class Fault:
 
     def matches(self, method: str, path: str) -> bool:
         """`*` in the prefix stands for one path segment (a list id, say)."""
-        return self.method == method and _prefix_pattern(self.path_prefix).match(path) is not None
+        return self.method == method and prefix_pattern(self.path_prefix).match(path) is not None
 
     def as_dict(self) -> dict[str, object]:
         return {"method": self.method, "path_prefix": self.path_prefix, "kind": self.kind,

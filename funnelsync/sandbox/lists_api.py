@@ -1,4 +1,4 @@
-"""CRM lists v3: static (MANUAL) contact lists and their memberships."""
+"""CRM lists: static (MANUAL) contact lists and their memberships, the same in every API version."""
 
 from __future__ import annotations
 
@@ -71,6 +71,27 @@ def remove_members(call: ApiCall, store: SandboxStore) -> Answer:
         "recordsIdsAdded": [], "recordIdsRemoved": removed, "recordIdsMissing": missing}))
 
 
+def add_and_remove_members(call: ApiCall, store: SandboxStore) -> Answer:
+    static_list = _existing(call, store)
+    request = LISTS.read("MembershipChangeRequest", call.json())
+    to_add, missing_added = _known(request["recordIdsToAdd"], store)
+    to_remove, missing_removed = _known(request["recordIdsToRemove"], store)
+    both = sorted(set(to_add) & set(to_remove))
+    if both:
+        raise validation_error(f"The sandbox does not both add and remove a record in one call: {both}")
+    added = [record_id for record_id in to_add if record_id not in static_list.members]
+    removed = [record_id for record_id in to_remove if record_id in static_list.members]
+    at = now()
+    for record_id in added:
+        static_list.members[record_id] = at
+    for record_id in removed:
+        del static_list.members[record_id]
+    _touch(static_list, changed=bool(added or removed))
+    missing = list(dict.fromkeys([*missing_added, *missing_removed]))
+    return Answer(200, LISTS.answer("MembershipsUpdateResponse", {
+        "recordsIdsAdded": added, "recordIdsRemoved": removed, "recordIdsMissing": missing}))
+
+
 def list_members(call: ApiCall, store: SandboxStore) -> Answer:
     static_list = _existing(call, store)
     limit = call.page_size(DEFAULT_MEMBERSHIP_PAGE, MAX_MEMBERSHIP_PAGE)
@@ -100,9 +121,14 @@ def _record_ids(call: ApiCall, store: SandboxStore) -> tuple[list[str], list[str
     body = call.json()
     if not isinstance(body, list) or not all(_is_record_id(item) for item in body):
         raise validation_error("Invalid input JSON: expected an array of record ids (strings)")
-    record_ids = list(dict.fromkeys(str(item).strip() for item in body))
+    return _known(body, store)
+
+
+def _known(items: list[Any], store: SandboxStore) -> tuple[list[str], list[str]]:
+    record_ids = list(dict.fromkeys(str(item).strip() for item in items))
     known = [record_id for record_id in record_ids if store.contact_by_id(record_id) is not None]
-    return known, [record_id for record_id in record_ids if record_id not in known]
+    found = set(known)
+    return known, [record_id for record_id in record_ids if record_id not in found]
 
 
 def _is_record_id(item: Any) -> bool:

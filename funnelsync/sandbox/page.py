@@ -25,6 +25,7 @@ def render(state: dict[str, Any]) -> str:
         _lists(state["lists"], state["contacts"]),
         _workflow_enrollments(state["workflow_enrollments"], state["workflows"]),
         _sequence_enrollments(state["sequence_enrollments"]),
+        _event_occurrences(state["event_occurrences"], state["dropped_event_occurrences"]),
         _requests(state["request_log"]),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -70,11 +71,18 @@ def _sequence_enrollments(enrollments: list[dict[str, Any]]) -> str:
                     ["sequence id", "sequence", "contact", "sender", "times enrolled"], rows)
 
 
+def _event_occurrences(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> str:
+    counts = Counter((o["eventName"], o["email"] or o["objectId"] or "") for o in kept)
+    rows = [[*key, count] for key, count in sorted(counts.items())]
+    return _section(f"Custom event occurrences ({len(kept)}; {len(dropped)} repeated uuids dropped)",
+                    ["event", "contact", "occurrences"], rows)
+
+
 def _requests(log: list[dict[str, Any]]) -> str:
-    rows = [[_clock(entry["time"]), entry["method"], entry["path"], entry["status"]]
+    rows = [[_clock(entry["time"]), entry["method"], entry["path"], entry["version"] or "", entry["status"]]
             for entry in reversed(log[-RECENT_REQUESTS:])]
     return _section(f"API requests ({len(log)}; latest first)",
-                    ["time (UTC)", "method", "path", "status"], rows)
+                    ["time (UTC)", "method", "path", "API version", "status"], rows)
 
 
 def _section(title: str, headers: list[str], rows: list[list[Any]]) -> str:

@@ -1,4 +1,8 @@
-"""CRM properties v3 for contacts: property groups and properties."""
+"""CRM properties for contacts: property groups and properties, in every API version.
+
+The shapes are v3's, except that the date versions' API descriptions require `displayOrder` on
+every option sent (v3's leave it out).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from .calls import Answer, ApiCall
 from .errors import conflict, error_detail, not_found, validation_error
 from .schema import PROPERTIES
 from .store import SandboxStore, now, property_record
+from .versions import LEGACY
 
 FIELD_TYPES_BY_TYPE = {
     "string": {"text", "textarea", "file"},
@@ -57,6 +62,7 @@ def get_property(call: ApiCall, store: SandboxStore) -> Answer:
 
 def create_property(call: ApiCall, store: SandboxStore) -> Answer:
     fields = PROPERTIES.read("PropertyCreate", call.json())
+    _check_options_sent(fields, call.version)
     if store.property(fields["name"]) is not None:
         raise conflict(f"Property named '{fields['name']}' already exists.")
     fields = _with_default_options(fields)
@@ -69,6 +75,7 @@ def create_property(call: ApiCall, store: SandboxStore) -> Answer:
 def update_property(call: ApiCall, store: SandboxStore) -> Answer:
     prop = _existing(store, call.params["property_name"])
     changes = PROPERTIES.read("PropertyUpdate", call.json())
+    _check_options_sent(changes, call.version)
     merged = {**prop, **changes}
     _check_definition(merged, store)
     updated = property_record(merged, now(), hubspot_defined=prop["hubspotDefined"],
@@ -84,6 +91,15 @@ def _existing(store: SandboxStore, name: str) -> dict[str, Any]:
         raise not_found(f"Unable to find property {name} for object type contacts",
                         context={"propertyName": [name]})
     return prop
+
+
+def _check_options_sent(fields: dict[str, Any], version: str) -> None:
+    if version == LEGACY:
+        return
+    unordered = [option["value"] for option in fields.get("options") or [] if option.get("displayOrder") is None]
+    if unordered:
+        message = f"Some required fields were not set: [options[].displayOrder] (options {unordered})"
+        raise validation_error(message, [error_detail(message, "REQUIRED_FIELD", displayOrder=unordered)])
 
 
 def _with_default_options(fields: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 import hubspot.crm.contacts
 import hubspot.crm.lists
 import hubspot.crm.properties
+import hubspot.events.send
 
 from .errors import HubSpotError, validation_error
 
@@ -72,3 +73,4 @@ def _wire_client(package: ModuleType) -> type:
 CONTACTS = ModelBook(hubspot.crm.contacts)
 PROPERTIES = ModelBook(hubspot.crm.properties)
 LISTS = ModelBook(hubspot.crm.lists)
+EVENTS = ModelBook(hubspot.events.send)  # occurrences only: the client has no event definition models

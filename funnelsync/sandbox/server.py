@@ -32,16 +32,19 @@ from .errors import (
     server_error,
     unknown_route,
 )
-from .limits import Admission, Fault, FaultBook, RateLimiter
+from .latency import Latency, kind_of
+from .limits import UPSERT_IN_ANY_VERSION, Admission, Fault, FaultBook, RateLimiter
 from .routes import ALL_SCOPES, find_route
-from .store import SandboxStore, Sequence, Workflow
+from .store import DEFAULT_PORTAL_ID, EventDefinition, SandboxStore, Sequence, Workflow
+from .validation_rules import ValidationRule
+from .versions import LEGACY, V2026_09
 
 log = logging.getLogger("funnelsync.sandbox")
 
 JSON = "application/json;charset=utf-8"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 SOCKET_TIMEOUT_SECONDS = 30.0
-UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
+UPSERT_PATH = UPSERT_IN_ANY_VERSION
 
 
 class SandboxServer:
@@ -49,14 +52,26 @@ class SandboxServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str = "sandbox-token",
                  requests_per_10s: int | None = None, daily_limit: int | None = None,
-                 scopes: Iterable[str] | None = None) -> None:
+                 scopes: Iterable[str] | None = None, portal_id: int = DEFAULT_PORTAL_ID,
+                 latency: Latency | None = None) -> None:
         self.token = token
+        # how late API requests are answered (none by default); may be replaced while serving
+        self.latency = latency or Latency()
         self.scopes = ALL_SCOPES if scopes is None else frozenset(scopes)
-        self.store = SandboxStore()
+        self.store = SandboxStore(portal_id)
         self.limiter = RateLimiter(requests_per_10s, daily_limit)
         self.faults = FaultBook()
         self._httpd = _HTTPServer((host, port), self)
         self._thread: threading.Thread | None = None
+
+    @property
+    def portal_id(self) -> int:
+        """The portal's Hub ID: in the account details and in every event's `pe{portalId}_{name}`."""
+        return self.store.portal_id
+
+    @portal_id.setter
+    def portal_id(self, portal_id: int) -> None:
+        self.store.portal_id = portal_id
 
     @property
     def url(self) -> str:
@@ -113,8 +128,28 @@ class SandboxServer:
         """Seed a sales sequence owned by `user_id`."""
         return self.store.add_sequence(sequence_id, user_id, name)
 
+    def add_event_definition(self, name: str, label: str) -> EventDefinition:
+        """Seed a custom contact event with no properties of its own."""
+        with self.store.lock:
+            if self.store.event_definition(name) is not None:
+                raise ValueError(f"an event definition named {name!r} exists already")
+            return self.store.add_event_definition(name, label)
+
+    def add_validation_rule(self, property: str, *, pattern: str | None = None,
+                            required_when: Mapping[str, str] | None = None, message: str | None = None,
+                            error: str | None = None, since: str | None = None) -> ValidationRule:
+        """Give the portal a validation rule on a contact property: its values must match `pattern`,
+        or it must have a value when the contact holds `required_when` (always, when empty).
+        HubSpot checks API writes against the portal's rules from the API version `since`: format
+        rules in every version (since July 2023), required and conditional ones from 2026-09."""
+        first = since or (LEGACY if pattern is not None else V2026_09)
+        rule = ValidationRule(property, pattern, required_when, message, error, first)
+        self.store.add_validation_rule(rule)
+        return rule
+
     def reset(self) -> None:
-        """Forget everything: contacts, created properties, lists, enrollments, faults, counters."""
+        """Forget everything: contacts, created properties, lists, enrollments, events, validation
+        rules, faults, counters (not the token, scopes, portal id or latency)."""
         self.store.reset()
         self.faults.clear()
         self.limiter.reset()
@@ -150,9 +185,10 @@ class SandboxServer:
         if match.route is None:
             refusal = method_not_allowed if match.path_known else unknown_route
             raise refusal(call.method, call.path)
-        if match.route.scope not in self.scopes:
-            raise missing_scopes((match.route.scope,))
+        if not self.scopes.intersection(match.route.scopes):
+            raise missing_scopes(match.route.scopes)
         call.params = match.params
+        call.version = match.route.version
         # one call at a time touches the store, so a batch is checked and written atomically
         with self.store.lock:
             return match.route.handler(call, self.store)
@@ -227,6 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(_internal_error(self.command, self.path))
 
     def _answer_request(self) -> None:
+        arrived = time.time()
         split = urlsplit(self.path)
         path, query = split.path, parse_qs(split.query, keep_blank_values=True)
         try:
@@ -239,11 +276,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(control.answer(self.server.sandbox, self.command, path, body))
             return
         answer = self._api_answer(path, query, body)
+        kind = kind_of(unquote(path))
+        delay = self.server.sandbox.latency.draw(kind)
+        if delay:
+            time.sleep(delay)  # in this request's own thread: the others go on meanwhile
         if answer is None:
             self._drop_connection()
             return
         # logged before it is sent, so a client that got its answer finds it in the log
-        self.server.sandbox.store.log_request(self.command, unquote(path), answer.status)
+        self.server.sandbox.store.log_request(self.command, unquote(path), answer.status,
+                                              arrived=arrived, delay=delay, kind=kind.value)
         self._send(answer)
 
     def _api_answer(self, path: str, query: dict[str, list[str]], body: bytes) -> Answer | None:

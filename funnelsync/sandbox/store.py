@@ -11,15 +11,22 @@ import itertools
 import random
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .limits import prefix_pattern
+from .validation_rules import ValidationRule
 from .values import iso_millis
+from .versions import api_version
 
 CONTACT_OBJECT_TYPE = "0-1"
+DEFAULT_PORTAL_ID = 4242
 SHUFFLE_SEED = 20240607
 READ_ONLY_PATH_SUFFIXES = ("/batch/read", "/search")
+# "when multiple events have the same ID within a year, the first will be accepted"
+EVENT_UUID_WINDOW = timedelta(days=365)
 
 BUILT_IN_GROUP: dict[str, Any] = {"name": "contactinformation", "label": "Contact information",
                   "displayOrder": -1, "archived": False}
@@ -114,9 +121,24 @@ class Sequence:
     created_at: datetime
 
 
+@dataclass
+class EventDefinition:
+    """A custom behavioural event; its occurrences name it by `pe{portalId}_{name}`."""
+
+    id: str
+    name: str
+    label: str
+    description: str
+    properties: list[dict[str, Any]]  # each a property record, as the properties API shows one
+    include_default_properties: bool
+    created_at: datetime
+    updated_at: datetime
+
+
 class SandboxStore:
-    def __init__(self) -> None:
+    def __init__(self, portal_id: int = DEFAULT_PORTAL_ID) -> None:
         self.lock = threading.RLock()
+        self.portal_id = portal_id  # the portal's Hub ID: kept across a reset, like the token
         self.reset()
 
     def reset(self) -> None:
@@ -124,6 +146,7 @@ class SandboxStore:
             self._groups: dict[str, dict[str, Any]] = {BUILT_IN_GROUP["name"]: dict(BUILT_IN_GROUP)}
             self._properties: dict[str, dict[str, Any]] = self._built_in_properties()
             self._contacts: dict[str, Contact] = {}
+            self._contacts_by_id: dict[str, Contact] = {}  # list memberships look up thousands at once
             self._contact_ids = itertools.count(1001)
             self._lists: dict[str, StaticList] = {}
             self._list_ids = itertools.count(1)
@@ -133,6 +156,12 @@ class SandboxStore:
             self._sequences: dict[str, Sequence] = {}
             self._sequence_enrollments: list[dict[str, Any]] = []
             self._sequence_enrollment_ids = itertools.count(9001)
+            self._event_definitions: dict[str, EventDefinition] = {}
+            self._event_definition_ids = itertools.count(10_000_001)
+            self._event_occurrences: list[dict[str, Any]] = []
+            self._dropped_event_occurrences: list[dict[str, Any]] = []
+            self._event_moments: dict[tuple[str, str], list[datetime]] = {}
+            self._validation_rules: list[ValidationRule] = []
             self._request_log: list[dict[str, Any]] = []
             self._rng = random.Random(SHUFFLE_SEED)
 
@@ -181,7 +210,7 @@ class SandboxStore:
 
     def contact_by_id(self, contact_id: str) -> Contact | None:
         with self.lock:
-            return next((c for c in self._contacts.values() if c.id == contact_id), None)
+            return self._contacts_by_id.get(contact_id)
 
     def all_contacts(self) -> list[Contact]:
         with self.lock:
@@ -197,6 +226,7 @@ class SandboxStore:
             if contact is None:
                 contact = Contact(str(next(self._contact_ids)), {}, at, at)
                 self._contacts[key] = contact
+                self._contacts_by_id[contact.id] = contact
             contact.properties.update(values)
             contact.updated_at = at
             contact.properties.update({
@@ -308,24 +338,96 @@ class SandboxStore:
         with self.lock:
             return [dict(enrollment) for enrollment in self._sequence_enrollments]
 
+    # custom behavioural events
+
+    def fully_qualified_name(self, name: str) -> str:
+        return f"pe{self.portal_id}_{name}"
+
+    def add_event_definition(self, name: str, label: str, *, description: str = "",
+                             properties: list[dict[str, Any]] | None = None,
+                             include_default_properties: bool = False) -> EventDefinition:
+        with self.lock:
+            at = now()
+            definition = EventDefinition(str(next(self._event_definition_ids)), name, label, description,
+                                         copy.deepcopy(properties or []), include_default_properties, at, at)
+            self._event_definitions[name] = definition
+            return definition
+
+    def event_definition(self, name: str) -> EventDefinition | None:
+        with self.lock:
+            return self._event_definitions.get(name)
+
+    def event_definition_named(self, fully_qualified_name: str) -> EventDefinition | None:
+        with self.lock:
+            return next((d for d in self._event_definitions.values()
+                         if self.fully_qualified_name(d.name) == fully_qualified_name), None)
+
+    def all_event_definitions(self) -> list[EventDefinition]:
+        with self.lock:
+            return sorted(self._event_definitions.values(), key=lambda d: int(d.id))
+
+    def record_event_occurrence(self, occurrence: dict[str, Any], occurred_at: datetime) -> bool:
+        """Keep an occurrence; False when it repeats the uuid of one kept within a year, which is
+        then only noted as dropped."""
+        with self.lock:
+            moments = self._event_moments.setdefault((occurrence["eventName"], occurrence["uuid"]), [])
+            if any(abs(occurred_at - kept) < EVENT_UUID_WINDOW for kept in moments):
+                self._dropped_event_occurrences.append(copy.deepcopy(occurrence))
+                return False
+            moments.append(occurred_at)
+            self._event_occurrences.append(copy.deepcopy(occurrence))
+            return True
+
+    def event_occurrences(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return copy.deepcopy(self._event_occurrences)
+
+    def dropped_event_occurrences(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return copy.deepcopy(self._dropped_event_occurrences)
+
+    # the portal's validation rules
+
+    def add_validation_rule(self, rule: ValidationRule) -> None:
+        with self.lock:
+            self._validation_rules.append(rule)
+
+    def validation_rules(self) -> list[ValidationRule]:
+        with self.lock:
+            return list(self._validation_rules)
+
     # what was asked
 
-    def log_request(self, method: str, path: str, status: int) -> None:
+    def log_request(self, method: str, path: str, status: int, *, arrived: float | None = None,
+                    delay: float = 0.0, kind: str | None = None) -> None:
+        """`time` (= `answered`) is when the answer was sent, `arrived` when the request came in
+        (wall-clock seconds), `delay` the latency the sandbox held the answer back for."""
+        answered = time.time()
         with self.lock:
             self._request_log.append({"method": method, "path": path, "status": status,
-                                      "time": time.time()})
+                                      "version": api_version(path), "time": answered,
+                                      "arrived": answered if arrived is None else arrived,
+                                      "answered": answered, "delay": delay, "kind": kind})
 
     def request_log(self) -> list[dict[str, Any]]:
         with self.lock:
             return [dict(entry) for entry in self._request_log]
 
+    def versions_used(self) -> Counter[str | None]:
+        """How many API requests each version got: "2026-03", "2026-09", "legacy" (numbered
+        paths), None (a path with neither)."""
+        with self.lock:
+            return Counter(entry["version"] for entry in self._request_log)
+
     def write_count(self, path_prefix: str = "") -> int:
-        """Successful (2xx) writes whose path starts with `path_prefix` (POSTed reads excluded)."""
+        """Successful (2xx) writes whose path starts with `path_prefix` (POSTed reads excluded);
+        `*` in the prefix stands for one path segment, as in a fault's."""
+        wanted = prefix_pattern(path_prefix)
         with self.lock:
             return sum(1 for entry in self._request_log
                        if entry["method"] in ("POST", "PUT", "PATCH", "DELETE")
                        and 200 <= entry["status"] < 300
-                       and entry["path"].startswith(path_prefix)
+                       and wanted.match(entry["path"])
                        and not entry["path"].endswith(READ_ONLY_PATH_SUFFIXES))
 
     def shuffled(self, items: list[Any]) -> list[Any]:

@@ -91,7 +91,7 @@ def _check_enumeration(prop: dict[str, Any], value: str) -> str:
 
 
 def _check_date(prop: dict[str, Any], value: str) -> str:
-    moment = _parse_moment(value)
+    moment = parse_moment(value)
     if moment is None:
         raise ValueProblem("INVALID_DATE", f"{value} is not a valid date.", prop["name"], value)
     if moment.timetz().replace(tzinfo=None) != time(0):
@@ -102,13 +102,13 @@ def _check_date(prop: dict[str, Any], value: str) -> str:
 
 
 def _check_datetime(prop: dict[str, Any], value: str) -> str:
-    moment = _parse_moment(value)
+    moment = parse_moment(value)
     if moment is None:
         raise ValueProblem("INVALID_LONG", f"{value} was not a valid long.", prop["name"], value)
     return iso_millis(moment)
 
 
-def _parse_moment(value: str) -> datetime | None:
+def parse_moment(value: str) -> datetime | None:
     """Epoch milliseconds, YYYY-MM-DD or ISO 8601 (UTC when no zone), as an aware UTC datetime."""
     text = value.strip()
     try:
