@@ -10,11 +10,43 @@ from typing import Any
 import pytest
 
 from funnelsync.config import Config, parse_config
+from funnelsync.connectors.hubspot.paths import ApiPaths
+from funnelsync.connectors.hubspot_settings import NEWEST_API_VERSION
 from funnelsync.sandbox import SandboxServer
 from tests.postgres import postgres_cluster, postgres_url, state_url  # noqa: F401  (fixtures)
 
 TOKEN = "test-token-0123456789"
 TOKEN_ENV = "FUNNELSYNC_TEST_HUBSPOT_TOKEN"
+
+
+# These suites run under both the newest date version and the numbered ("legacy") paths; every
+# other test under the default version.
+UNDER_BOTH_API_VERSIONS = {"test_sync", "test_enrollment", "test_hubspot_failures", "test_rejections"}
+_api_version = [NEWEST_API_VERSION]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rpartition(".")[2] in UNDER_BOTH_API_VERSIONS:
+        metafunc.parametrize("hubspot_api_version", [NEWEST_API_VERSION, "legacy"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def hubspot_api_version(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The `[hubspot].api_version` that `config_data` writes."""
+    _api_version[0] = getattr(request, "param", NEWEST_API_VERSION)
+    yield _api_version[0]
+    _api_version[0] = NEWEST_API_VERSION
+
+
+def api_path(numbered: str) -> str:
+    """A numbered HubSpot path (`/crm/v3/...`) as the running test's API version spells it."""
+    paths = ApiPaths(_api_version[0])
+    for legacy, current in (("/crm/v3/objects/contacts", paths.contacts),
+                            ("/crm/v3/properties/contacts", paths.properties),
+                            ("/crm/v3/lists", paths.lists), ("/automation/v4/sequences", paths.sequences)):
+        if numbered.startswith(legacy):
+            return current + numbered.removeprefix(legacy)
+    return numbered
 
 
 @pytest.fixture
@@ -86,7 +118,7 @@ def config_data(analytics: Analytics, base_url: str, state_path: Path) -> dict[s
         "source": {"kind": "sql", "url": analytics.url, "key": "email",
                    "query": "SELECT email, role, used_event_count, signed_up_at, last_event_at FROM usage"},
         "hubspot": {"base_url": base_url, "token_env": TOKEN_ENV, "requests_per_10s": 250,
-                    "property_group": "funnelsync"},
+                    "property_group": "funnelsync", "api_version": _api_version[0]},
         "state": {"url": f"sqlite:///{state_path}"},
         "properties": [
             {"column": "used_event_count", "name": "used_event_count", "label": "Used Event Count", "type": "number"},

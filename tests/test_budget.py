@@ -43,7 +43,7 @@ def test_no_window_ever_holds_more_than_the_limit() -> None:
 def test_headers_saying_less_is_left_slow_the_budget_down() -> None:
     clock = FakeClock()
     budget = RequestBudget(100, 10.0, clock=clock, sleep=clock.sleep)
-    budget.acquire()
+    budget.answered(budget.acquire())
     budget.observe(remaining=9)  # another integration on the portal is using the rest
     times = sent_times(budget, clock, 9)
     assert times[-1] == times[0]
@@ -87,3 +87,39 @@ def test_a_request_counts_from_its_answer_so_slow_arrivals_never_crowd_the_remot
     budget.answered()
     budget.acquire()  # the third may go only 10 s after the first answer
     assert clock.now >= 1000.0 + 0.5 + 10.0
+
+
+def test_requests_in_flight_are_not_yet_in_the_remotes_count() -> None:
+    """The remote's Remaining counts what reached it: two of ours still in flight use two more."""
+    clock = FakeClock()
+    budget = RequestBudget(100, 10.0, clock=clock, sleep=clock.sleep)
+    first, second, third = budget.acquire(), budget.acquire(), budget.acquire()
+    budget.answered(first)
+    budget.observe(remaining=5)
+    assert second is not None and third is not None
+    assert len(sent_times(budget, clock, 3)) == 3 and clock.now == 1000.0
+    budget.acquire()
+    assert clock.now >= 1010.0
+
+
+def test_the_remotes_own_limit_caps_the_window_when_lower() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(100, 10.0, clock=clock, sleep=clock.sleep)
+    budget.answered(budget.acquire())
+    budget.observe(remaining=11, maximum=12)
+    times = sent_times(budget, clock, 12)
+    assert max_in_any_window([1000.0, *times], 10.0) == 12
+    assert budget.window_limit() == 12
+
+
+def test_an_answer_counts_from_when_it_came_whatever_the_order_of_answers() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(2, 10.0, clock=clock, sleep=clock.sleep)
+    early, late = budget.acquire(), budget.acquire()
+    clock.now += 1.0
+    budget.answered(late)  # answers come back out of order
+    clock.now += 1.0
+    budget.answered(early)
+    assert budget.in_flight() == 0 and budget.latency > 0
+    budget.acquire()  # both slots count from their answers: the first frees at 1011
+    assert clock.now == 1011.0

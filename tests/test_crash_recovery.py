@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from funnelsync.sandbox import SandboxServer
-from tests.conftest import TOKEN, TOKEN_ENV, Analytics, config_data
+from tests.conftest import TOKEN, TOKEN_ENV, Analytics, api_path, config_data
 from tests.test_cli import write_toml
 
 pytestmark = pytest.mark.slow
@@ -36,8 +36,8 @@ QUIET = "Quiet developers"
 CALLS = {"top": 0, "middle": 40, "bottom": 4000}
 NEXT = {"top": "middle", "middle": "bottom", "bottom": "bottom"}
 STARTUP_SECONDS = 0.8
-PHASES = {"/crm/v3/properties": "provisioning", "/crm/v3/objects/contacts": "writes",
-          "/crm/v3/lists": "lists", "/automation": "enrollments"}
+PHASES = {api_path("/crm/v3/properties/contacts"): "provisioning", api_path("/crm/v3/objects/contacts"): "writes",
+          api_path("/crm/v3/lists"): "lists", "/automation": "enrollments"}
 
 
 class Scenario:
@@ -58,6 +58,7 @@ class Scenario:
         data = config_data(self.analytics, sandbox.url, tmp_path / "state.db")
         data["state"]["url"] = state_url
         data["hubspot"]["requests_per_10s"] = 250
+        data["hubspot"]["concurrency"] = 8  # many requests in flight when the kill comes
         stages = data["funnel"]["stages"]
         stages[0]["enroll"] = {"sequence": {"id": SEQUENCE, "sender_email": "devrel@example.com", "user_id": USER}}
         stages[1]["enroll"] = {"workflow_id": WORKFLOW}

@@ -27,7 +27,7 @@ from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
 from funnelsync.state.models import OperationKind, OperationStatus, RunOutcome
 from funnelsync.sync.engine import RunSummary, SyncEngine
-from tests.conftest import TOKEN, TOKEN_ENV, Analytics, config_data
+from tests.conftest import TOKEN, TOKEN_ENV, Analytics, api_path, config_data
 from tests.test_cli import free_port, wait_for, write_toml
 
 WORKFLOW = 1234567
@@ -40,11 +40,11 @@ PER_STAGE = 20
 # call kind -> (method, path prefix, every n-th call, faults in all): enrollments go one call a
 # contact, so every 4th of them; the batched calls are few, so the first ones
 CALLS = {
-    "upsert": ("POST", "/crm/v3/objects/contacts/batch/upsert", 1, 2),
-    "list_add": ("PUT", "/crm/v3/lists/*/memberships/add", 1, 2),
-    "list_remove": ("PUT", "/crm/v3/lists/*/memberships/remove", 1, 2),
+    "upsert": ("POST", api_path("/crm/v3/objects/contacts/batch/upsert"), 1, 2),
+    "list_add": ("PUT", api_path("/crm/v3/lists/*/memberships/add"), 1, 2),
+    "list_remove": ("PUT", api_path("/crm/v3/lists/*/memberships/remove"), 1, 2),
     "workflow": ("POST", "/automation/v2/workflows/", 4, 4),
-    "sequence": ("POST", "/automation/v4/sequences/enrollments", 4, 4),
+    "sequence": ("POST", api_path("/automation/v4/sequences/enrollments"), 4, 4),
 }
 TIMEOUT = 0.5
 FAULTS: dict[str, dict[str, Any]] = {
@@ -60,6 +60,7 @@ def enrolling_data(analytics: Analytics, sandbox: SandboxServer, state_url: str)
     data = config_data(analytics, sandbox.url, Path("unused"))
     data["state"]["url"] = state_url
     data["hubspot"]["timeout_seconds"] = TIMEOUT
+    data["hubspot"]["concurrency"] = 8  # faults land while other requests are in flight
     stages = data["funnel"]["stages"]
     stages[0]["enroll"] = {"sequence": {"id": SEQUENCE, "sender_email": "devrel@example.com", "user_id": USER}}
     stages[1]["enroll"] = {"workflow_id": WORKFLOW}

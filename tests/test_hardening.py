@@ -21,10 +21,10 @@ from funnelsync.connectors.sql_settings import SqlSource
 from funnelsync.errors import ConfigError
 from funnelsync.mappings.contacts import normalize_email
 from funnelsync.sandbox import SandboxServer
-from tests.conftest import TOKEN, Analytics, config_data
+from tests.conftest import TOKEN, Analytics, api_path, config_data
 from tests.test_cli import funnelsync, write_toml
 
-UPSERT = "/crm/v3/objects/contacts/batch/upsert"
+UPSERT = api_path("/crm/v3/objects/contacts/batch/upsert")
 NOT_A_SELECT = "the source query must be a SELECT"
 
 
@@ -330,7 +330,7 @@ def test_the_cli_refuses_a_base_url_that_could_leak_the_token_with_exit_2(
 
 
 def sandbox_properties(sandbox: SandboxServer) -> dict[str, dict[str, Any]]:
-    answer = requests.get(f"{sandbox.url}/crm/v3/properties/contacts",
+    answer = requests.get(f"{sandbox.url}{api_path('/crm/v3/properties/contacts')}",
                           headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     assert answer.status_code == 200
     return {prop["name"]: prop for prop in answer.json()["results"]}

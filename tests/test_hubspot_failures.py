@@ -19,7 +19,7 @@ from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
 from funnelsync.state.models import RunOutcome
 from funnelsync.sync.engine import RunSummary, SyncEngine
-from tests.conftest import TOKEN, Analytics, config_data
+from tests.conftest import TOKEN, Analytics, api_path, config_data
 
 UPSERT = "/crm/v3/objects/contacts/batch/upsert"
 sleeps: list[float] = []
@@ -41,7 +41,7 @@ def sync(config: Config, crm: HubSpotCrm | None = None) -> RunSummary:
 
 def answered(sandbox: SandboxServer, status: int | None = None) -> list[dict[str, object]]:
     return [r for r in sandbox.store.request_log()
-            if r["path"] == UPSERT and (status is None or r["status"] == status)]
+            if r["path"] == api_path(UPSERT) and (status is None or r["status"] == status)]
 
 
 def writes(count: int, role: str = "Engineering") -> list[ContactWrite]:

@@ -26,7 +26,7 @@ from funnelsync.state.models import OperationKind
 from funnelsync.state.store import RebuiltContact
 from funnelsync.sync.engine import SyncEngine
 from funnelsync.sync.rebuild import RebuildReport, StateRebuilder
-from tests.conftest import TOKEN, TOKEN_ENV, Analytics, config_data
+from tests.conftest import TOKEN, TOKEN_ENV, Analytics, api_path, config_data
 from tests.test_cli import funnelsync, write_toml
 from tests.test_enrollment import (
     PRODUCTION_LIST,
@@ -208,7 +208,7 @@ def test_a_rebuild_that_fails_midway_leaves_the_state_as_it_was(
     add_funnel(analytics)
     sync(config)
     lose_state("sqlite-deleted", config.state.url)
-    sandbox.inject_fault(method="GET", path_prefix="/crm/v3/lists", kind="status", status=503, count=50)
+    sandbox.inject_fault(method="GET", path_prefix=api_path("/crm/v3/lists"), kind="status", status=503, count=50)
     with pytest.raises(FatalError):
         rebuild(config, dry_run=False, crm=HubSpotCrm(config.hubspot, TOKEN, sleep=lambda _: None))
     assert held_nothing(config)
@@ -326,7 +326,7 @@ def test_the_sandbox_refuses_a_search_hubspot_would_refuse(sandbox: SandboxServe
         with pytest.raises(ApiException) as refused:
             searching(sandbox, body)
         assert refused.value.status == 400 and "VALIDATION_ERROR" in str(refused.value.body)
-    raw = sandbox.url + "/crm/v3/objects/contacts/search"
+    raw = sandbox.url + api_path("/crm/v3/objects/contacts/search")
     answer = requests.post(raw, json={"filterGroups": [{"filters": [{"propertyName": "email", "operator": "LIKE"}]}]},
                            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     assert answer.status_code == 400  # not an operator HubSpot's model knows

@@ -27,12 +27,12 @@ from funnelsync.errors import CredentialsError
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
 from funnelsync.state.models import RunOutcome
-from tests.conftest import TOKEN_ENV
+from tests.conftest import TOKEN_ENV, api_path
 from tests.test_moesif import BASE_URL, EVENTS, USERS, FakeMoesif, make_event, make_user
 
 MOESIF_TOKEN = "eyJvcmciOiJzeW5jLXRlc3QifQ.moesif-management-token"
 MOESIF_TOKEN_ENV = "FUNNELSYNC_TEST_MOESIF_TOKEN"
-UPSERT = "/crm/v3/objects/contacts/batch/upsert"
+UPSERT = api_path("/crm/v3/objects/contacts/batch/upsert")
 
 N_USERS = 320
 PAGE_SIZE = 75

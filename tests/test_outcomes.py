@@ -47,7 +47,7 @@ def test_leaving_a_stage_with_a_list_takes_the_contact_off_it() -> None:
 
 def test_moving_between_two_stages_of_one_list_keeps_the_contact_on_it() -> None:
     same_list = Enroll(list="Integrated")
-    operations = list(entry_operations("ada@example.com", "e", "stage x", same_list, same_list))
+    operations = list(entry_operations("ada@example.com", "e", NOW, "stage x", same_list, same_list))
     assert [(op.kind, op.target) for op in operations] == [("list_add", "Integrated")]
 
 
@@ -65,3 +65,12 @@ def test_segment_entries_enroll_and_exits_leave_the_segments_list() -> None:
     at = NOW.isoformat()
     assert [op.key for op in operations] == [f"list_add:Over quota:ada@example.com:segment:quota:{at}",
                                              f"list_remove:Over quota:bob@example.com:segment-exit:quota:{at}"]
+
+
+def test_an_event_carries_when_the_entry_happened_and_is_keyed_like_every_enrollment() -> None:
+    targets = {"bottom": Enroll(event="entered_production")}
+    at = NOW - timedelta(hours=3)
+    [operation] = stage_entry_operations([moved("ada@example.com", "bottom", at=at)], targets)
+    assert (operation.kind, operation.target) == ("enroll_event", "entered_production")
+    assert operation.key == f"enroll_event:entered_production:ada@example.com:stage-entry:bottom:{at.isoformat()}"
+    assert operation.payload == {"for": "stage bottom", "occurred_at": at.isoformat()}

@@ -17,13 +17,13 @@ from funnelsync.state.models import RunOutcome
 from funnelsync.sync import planner as plan_module
 from funnelsync.sync.planner import Planner
 from funnelsync.sync.shutdown import Shutdown
-from tests.conftest import Analytics, config_data
+from tests.conftest import Analytics, api_path, config_data
 
 UPSERT = "/crm/v3/objects/contacts/batch/upsert"
 
 
 def upserts(sandbox: SandboxServer) -> list[dict[str, object]]:
-    return [r for r in sandbox.store.request_log() if r["path"] == UPSERT]
+    return [r for r in sandbox.store.request_log() if r["path"] == api_path(UPSERT)]
 
 
 def state_of(config: Config) -> StateStore:

@@ -20,7 +20,6 @@ from funnelsync.connectors.sql_settings import SqlSource
 from funnelsync.errors import ConfigError, ConfigProblem
 from funnelsync.sandbox import SandboxServer
 from funnelsync.sandbox.demo_data import build_demo_database
-from funnelsync.sync.enrollments import enrollment_targets
 from funnelsync.sync.run import run_sync
 
 DEMO_RATE = 5000
@@ -81,7 +80,7 @@ def run_demo(config: Config, workdir: str, *, developers: int, serve: bool) -> N
 
 def seed_enrollment_targets(sandbox: SandboxServer, config: Config) -> None:
     """The demo portal has the workflows and sequences the config names."""
-    for _, enroll in enrollment_targets(config):
+    for _, enroll in config.enrollments():
         if enroll.workflow_id is not None:
             sandbox.add_workflow(enroll.workflow_id, f"Demo workflow {enroll.workflow_id}")
         if enroll.sequence is not None:

@@ -8,24 +8,34 @@ from typing import Any
 
 import click
 
-from funnelsync.sync.run import LogProgress
+from funnelsync.sync.progress import PhaseProgress
+from funnelsync.sync.run import LogPhases, LogProgress
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
 class Progress:
-    """The contacts written so far."""
+    """Each phase of a sync (writing contacts, changing lists, enrolling) with the time left."""
 
     def __init__(self) -> None:
         self.on_terminal = sys.stderr.isatty()
-        self._log = LogProgress("progress", "written")
+        self._log = LogPhases()
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, progress: PhaseProgress) -> None:
         if not self.on_terminal:
-            self._log(done, total)
+            self._log(progress)
             return
         width = 30
-        filled = width * done // max(total, 1)
-        sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} contacts")
-        if done >= total:
+        filled = width * progress.done // max(progress.total, 1)
+        left = "" if progress.seconds_left is None or progress.finished else \
+            f", about {_duration(progress.seconds_left)} left"
+        sys.stderr.write(f"\r  {progress.phase:<17} [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{progress.done}/{progress.total}{left}\x1b[K")
+        if progress.finished:
             sys.stderr.write("\n")
         sys.stderr.flush()
 

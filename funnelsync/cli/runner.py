@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 import structlog
 
+from funnelsync.cli.plan_report import write_plan
 from funnelsync.cli.progress import Progress
-from funnelsync.cli.report import plan_text, summary_text
+from funnelsync.cli.report import summary_text
 from funnelsync.config import Config
 from funnelsync.errors import StopRequested
 from funnelsync.sync.preflight import preflight
@@ -17,14 +18,18 @@ log = structlog.get_logger("funnelsync.sync")
 _LOG_EVERY_SECONDS = 10.0
 
 
-def sync_once(config: Config, *, dry_run: bool) -> int:
+def sync_once(config: Config, *, dry_run: bool, output: str = "text") -> int:
+    """`output`: the plan's format (a dry run)."""
     shutdown = Shutdown(config.daemon.stop_grace_seconds).install()
     try:
         summary = run_sync(config, dry_run=dry_run, shutdown=shutdown, progress=Progress())
     except StopRequested as exc:
         click.echo(f"funnelsync: {exc}; the next run carries on", err=True)
         return shutdown.exit_status
-    click.echo(plan_text(summary, config) if dry_run else summary_text(summary))
+    if dry_run:
+        write_plan(summary, config, output)
+    else:
+        click.echo(summary_text(summary))
     return shutdown.exit_status or summary.exit_status
 
 
@@ -49,6 +54,8 @@ def validate(config: Config) -> None:
             click.echo(f"HubSpot: options to add to {name}: {', '.join(options)}")
         click.echo("HubSpot: every mapped property exists or can be created")
     if found.targets_ok:
-        click.echo("HubSpot: every workflow and sequence exists; lists exist or will be created")
+        click.echo("HubSpot: every workflow and sequence exists; lists and custom events exist or will be created")
+    for note in found.unchecked:
+        click.echo(f"not checked: {note}")
     found.raise_first()
     click.echo("validate: ok")

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from funnelsync.errors import DailyLimitReached, StopRequested
+
+LATENCY_WEIGHT = 0.2  # of the newest answer in the moving average of answer times
+
+
+@dataclass
+class Slot:
+    """One request's place in the window: from when it was let through, then from its answer."""
+
+    at: float
+    sent: float
+    answered: bool = False
 
 
 class RequestBudget:
@@ -34,13 +45,15 @@ class RequestBudget:
         self._clock = clock
         self._stop = stop or threading.Event()
         self._sleep = sleep or self._stop.wait  # a stop cuts the wait short
-        self._sent: deque[float] = deque()
+        self._slots: list[Slot] = []
         self._lock = threading.Lock()
+        self.latency = 0.0  # seconds from let through to answered, a moving average
+        self._remote_limit: int | None = None  # the remote's own, when its headers say it is lower
         self._blocked_until = 0.0
         self.used_today = used_today
         self.waited_seconds = 0.0
 
-    def acquire(self) -> None:
+    def acquire(self) -> Slot:
         """Block until one more request fits in the window; count it. A stop ends the wait."""
         while True:
             if self._stop.is_set():
@@ -52,41 +65,66 @@ class RequestBudget:
                         "the next run after the reset carries on"
                     )
                 now = self._clock()
-                while self._sent and now - self._sent[0] >= self.interval:
-                    self._sent.popleft()
+                self._slots = [slot for slot in self._slots if now - slot.at < self.interval]
                 wait = self._blocked_until - now
-                if wait <= 0 and len(self._sent) < self.limit:
-                    self._sent.append(now)
+                if wait <= 0 and len(self._slots) < self.window_limit():
+                    slot = Slot(now, now)
+                    self._slots.append(slot)
                     self.used_today += 1
-                    return
+                    return slot
                 if wait <= 0:
-                    wait = self.interval - (now - self._sent[0])
+                    wait = self.interval - (now - min(slot.at for slot in self._slots))
             wait = max(wait, 0.001)
             self.waited_seconds += wait
             self._sleep(wait)
 
-    def answered(self) -> None:
-        """The request last let through was answered: count it from now. The remote counts a
-        request when it arrives, some time after it was let through, so counting from the
-        answer keeps every one of the remote's windows under the limit, whatever the latency."""
+    def answered(self, slot: Slot | None = None) -> None:
+        """The request of `slot` (by default the one last let through) was answered: count it
+        from now. The remote counts a request when it arrives, some time after it was let
+        through, so counting from the answer keeps every one of the remote's windows under the
+        limit, whatever the latency and however many requests are in flight."""
         with self._lock:
-            if self._sent:
-                self._sent[-1] = max(self._sent[-1], self._clock())
+            if slot is None and self._slots:
+                slot = self._slots[-1]
+            if slot is None or slot.answered:
+                return
+            now = self._clock()
+            slot.at, slot.answered = max(slot.at, now), True
+            self.latency += LATENCY_WEIGHT * (now - slot.sent - self.latency)
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return sum(1 for slot in self._slots if not slot.answered)
+
+    def window_limit(self) -> int:
+        return min(self.limit, self._remote_limit or self.limit)
 
     def observe(self, remaining: int | None, interval_ms: int | None = None,
-                daily_remaining: int | None = None) -> None:
-        """Correct the budget from the remote's headers when they say less is left."""
+                daily_remaining: int | None = None, maximum: int | None = None) -> None:
+        """Correct the budget from the remote's headers when they say less is allowed or left."""
         with self._lock:
+            if maximum is not None and maximum > 0:
+                self._remote_limit = maximum
             if remaining is not None:
-                in_window = len(self._sent)
-                mine_left = self.limit - in_window
+                # The remote counted what had reached it; a request of ours still in flight may not have.
+                remaining -= sum(1 for slot in self._slots if not slot.answered)
+                mine_left = self.window_limit() - len(self._slots)
                 if remaining < mine_left:
                     # Someone else (another integration on the portal) is using the window too:
                     # pretend we sent the difference just now.
                     now = self._clock()
-                    self._sent.extend([now] * (mine_left - max(remaining, 0)))
+                    self._slots += [Slot(now, now, answered=True) for _ in range(mine_left - max(remaining, 0))]
             if daily_remaining is not None and self.daily_limit is not None:
                 self.used_today = max(self.used_today, self.daily_limit - daily_remaining)
+
+    def used_share(self) -> float:
+        """The share of the window's limit in use now."""
+        with self._lock:
+            now = self._clock()
+            return sum(1 for slot in self._slots if now - slot.at < self.interval) / self.window_limit()
+
+    def left_today(self) -> int | None:
+        return None if self.daily_limit is None else max(self.daily_limit - self.used_today, 0)
 
     def pause(self, seconds: float) -> None:
         """Hold every caller back for `seconds` (after a 429 or a Retry-After)."""

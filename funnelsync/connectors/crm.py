@@ -6,6 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from funnelsync.mappings.schema import PropertySpec
@@ -72,6 +73,8 @@ class Enrollment(ABC):
     def change_list(self, list_id: str, record_ids: Sequence[str], *, add: bool) -> None:
         """Add or remove contacts (by record id); already a member / not a member is fine."""
 
+    contacts_per_list_change: int = 1  # how many contacts one list-membership request takes
+
     @abstractmethod
     def check_workflow(self, workflow_id: int) -> None:
         """Raise EnrollmentTargetError when the workflow does not exist or may not be used."""
@@ -92,6 +95,16 @@ class Enrollment(ABC):
     @abstractmethod
     def sequence_of(self, record_id: str) -> str | None:
         """The sequence the contact is enrolled in now, if any."""
+
+    @abstractmethod
+    def check_event(self, name: str) -> bool:
+        """Whether the custom event is defined (False: it will be defined on the first send);
+        EnrollmentTargetError when the portal or the token may not use custom events."""
+
+    @abstractmethod
+    def send_event(self, name: str, email: str, uuid: str, occurred_at: datetime) -> None:
+        """Send one occurrence of the custom event for the contact, defining the event when
+        missing. The CRM keeps the first occurrence with a `uuid` and drops repeats."""
 
 
 class ReadingBack(ABC):
@@ -127,6 +140,10 @@ class Crm(Protocol):
 
     @property
     def reading(self) -> ReadingBack: ...
+
+    def requests_wanted_in_flight(self) -> int:
+        """How many requests the sync should keep in flight at once now (within the CRM's rate budget)."""
+        ...
 
 
 @dataclass(frozen=True)

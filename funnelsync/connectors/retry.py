@@ -5,12 +5,16 @@ caller can settle that against the remote before sending it again.
 
 Waits are jittered exponential, but never shorter than the remote's `Retry-After`. Being rate
 limited is not a failure: 429s are waited out for up to `rate_limit_patience` seconds and do
-not use up the attempts, which count failures (5xx, timeouts, resets).
+not use up the attempts, which count failures (5xx, timeouts, resets). Each remote's wait is
+read from its answer by the one `Retry-After` reader here.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -22,6 +26,24 @@ from funnelsync.errors import OutcomeUnknown, RateLimited, RetriableError
 
 T = TypeVar("T")
 log = structlog.get_logger("funnelsync.retry")
+
+
+def retry_after_seconds(header: str | None, *, now: datetime | None = None) -> float | None:
+    """The wait a `Retry-After` header asks for: seconds, or an HTTP date; never negative. None
+    when there is none, or it cannot be read (then the caller's own backoff applies)."""
+    if not header:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # a date "-0000" reads as local time, but HTTP dates are GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None  # "inf" or "nan" would wait forever
 
 
 class _WaitHonouringRetryAfter:

@@ -29,6 +29,7 @@ class OperationKind(enum.StrEnum):
     LIST_REMOVE = "list_remove"
     ENROLL_WORKFLOW = "enroll_workflow"
     ENROLL_SEQUENCE = "enroll_sequence"
+    ENROLL_EVENT = "enroll_event"  # a custom event occurrence, its uuid derived from the key
 
 
 class OperationStatus(enum.StrEnum):
@@ -118,6 +119,17 @@ class Run(SQLModel, table=True):
     contacts_rejected: int = 0
     api_calls: int = 0
     message: str = ""
+    enrollments_made: int | None = None  # None: the run ended before it could count them
+
+
+class StageCount(SQLModel, table=True):
+    """Contacts per stage when a run finished: the funnel over time (the contacts table holds only now)."""
+
+    __tablename__ = "stage_counts"
+    run_id: int = Field(primary_key=True)
+    stage: str = Field(primary_key=True)
+    contacts: int
+    counted_at: datetime = Field(index=True)
 
 
 class Operation(SQLModel, table=True):

@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 
 import structlog
 
+from funnelsync import telemetry
 from funnelsync.config import Config
-from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport
+from funnelsync.connectors.crm import ContactWrite, Crm, SchemaReport, WriteResult
 from funnelsync.connectors.source import Source
 from funnelsync.errors import DailyLimitReached, FunnelsyncError, StopRequested
 from funnelsync.mappings.contacts import ContactMapper
@@ -27,9 +28,11 @@ from funnelsync.mappings.schema import property_specs
 from funnelsync.state.models import RunOutcome
 from funnelsync.state.store import CallCount, Confirmed, Refused, StateStore, WriteBatch
 from funnelsync.sync.enrollments import EnrollmentRunner, EnrollmentSummary
+from funnelsync.sync.inflight import send_all
 from funnelsync.sync.lost_state import find_lost_state, refuse_lost_state
 from funnelsync.sync.outcomes import segment_targets, stage_entry_operations, stage_targets
 from funnelsync.sync.planner import Plan, Planner, check_columns
+from funnelsync.sync.progress import WRITING, PhaseClock, ProgressReport
 from funnelsync.sync.sinks import JournalSink, PreviewSink
 
 log = structlog.get_logger("funnelsync.sync")
@@ -97,8 +100,6 @@ class RunSummary:
         self.segment_moves = plan.segment_moves
 
 
-ProgressCallback = Callable[[int, int], None]
-
 
 class SyncEngine:
     def __init__(
@@ -109,7 +110,7 @@ class SyncEngine:
         state: StateStore,
         *,
         stop: threading.Event | None = None,
-        progress: ProgressCallback | None = None,
+        progress: ProgressReport | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
@@ -151,8 +152,9 @@ class SyncEngine:
                 run_id, summary.outcome, message=summary.message(), rows_read=summary.rows_read,
                 rows_skipped=sum(summary.skipped.values()), contacts_changed=summary.to_write,
                 contacts_written=summary.written, contacts_rejected=summary.rejected,
-                api_calls=summary.api_calls,
+                api_calls=summary.api_calls, enrollments_made=sum(summary.enrollments.done.values()),
             )
+            self.state.record_stage_counts(run_id)
             bound.info("sync finished", outcome=summary.outcome, rows=summary.rows_read,
                        written=summary.written, rejected=summary.rejected, unchanged=summary.unchanged,
                        skipped=summary.skipped, api_calls=summary.api_calls,
@@ -193,6 +195,7 @@ class SyncEngine:
             plan = self._plan(sink, now)
             if not plan.stopped:
                 complete()
+                telemetry.writes_planned(plan.to_write)
         summary.add_plan(plan)
         if plan.stopped:  # nothing planned was kept: the next run plans it all again
             summary.stopped_early = True
@@ -200,35 +203,45 @@ class SyncEngine:
             return summary
         summary.schema = self.crm.properties.ensure_properties(property_specs(self.config))
         self.state.record_results(run_id, [], summary.refused)
+        telemetry.contacts_rejected(len(summary.refused))
         self.state.forget_rejects(plan.settled)
         self._write(run_id, summary)
         if not self.stop.is_set():
-            summary.enrollments = EnrollmentRunner(self.crm.enrollment, self.state, self.stop, self.call_count).run()
+            summary.enrollments = EnrollmentRunner(
+                self.crm.enrollment, self.state, self.stop, self.call_count, width=self.crm.requests_wanted_in_flight,
+                progress=self.progress, requests_per_second=self.config.hubspot.requests_per_10s / 10,
+            ).run()
         if self.stop.is_set() and self.state.pending_enrollments():
             summary.stopped_early = True
         summary.api_calls = self.calls()
         return summary
 
     def _write(self, run_id: int, summary: RunSummary) -> None:
-        done = 0
-        for batch in self.state.planned_write_batches(run_id):
-            if self.stop.is_set():
-                summary.stopped_early = True
-                log.warning("stop requested: leaving the rest for the next run",
-                            run_id=run_id, written=summary.written, left=summary.to_write - done)
-                return
-            self._send(run_id, batch, summary)
-            done += len(batch.writes)
-            if self.progress:
-                self.progress(done, summary.to_write)
+        hubspot = self.config.hubspot
+        clock = PhaseClock(WRITING, summary.to_write, self.progress, per_request=hubspot.batch_size,
+                           requests_per_second=hubspot.requests_per_10s / 10)
 
-    def _send(self, run_id: int, batch: WriteBatch, summary: RunSummary) -> None:
+        def record(batch: WriteBatch, results: list[WriteResult]) -> None:
+            self._record(run_id, batch, results, summary)
+            clock.advance(len(batch.writes))
+
+        send_all(self.state.planned_write_batches(run_id), self._send, record,
+                 width=self.crm.requests_wanted_in_flight, stop=self.stop)
+        if self.stop.is_set() and clock.done < summary.to_write:
+            summary.stopped_early = True
+            log.warning("stop requested: leaving the rest for the next run",
+                        run_id=run_id, written=summary.written, left=summary.to_write - clock.done)
+
+    def _send(self, batch: WriteBatch) -> list[WriteResult]:
+        return self.crm.contacts.write_contacts([ContactWrite(w.email, w.properties) for w in batch.writes])
+
+    def _record(self, run_id: int, batch: WriteBatch, results: list[WriteResult], summary: RunSummary) -> None:
         planned = {write.email: write for write in batch.writes}
-        results = self.crm.contacts.write_contacts([ContactWrite(w.email, w.properties) for w in batch.writes])
         confirmed = [Confirmed(planned[r.email], r.record_id) for r in results if r.ok]
         refused = [Refused(r.email, r.reason, r.code) for r in results if not r.ok]
         self.state.record_results(run_id, confirmed, refused, operation_id=batch.operation_id, calls=self.call_count(),
                                   enrollments=stage_entry_operations(confirmed, self._stage_targets))
+        telemetry.batch_recorded(len(confirmed), len(refused))
         summary.written += len(confirmed)
         summary.rejected += len(refused)
         summary.properties_written += sum(len(c.write.properties) for c in confirmed)

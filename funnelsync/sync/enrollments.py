@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import groupby
 
 import structlog
 
-from funnelsync.config import Config, Enroll
+from funnelsync import telemetry
+from funnelsync.config import Config
 from funnelsync.connectors.crm import Enrollment
 from funnelsync.errors import (
     BatchRejected,
@@ -31,6 +34,8 @@ from funnelsync.errors import (
 )
 from funnelsync.state.models import Operation, OperationKind, OperationStatus
 from funnelsync.state.store import CallCount, StateStore
+from funnelsync.sync.inflight import send_all
+from funnelsync.sync.progress import CHANGING_LISTS, ENROLLING, PhaseClock, ProgressReport
 
 log = structlog.get_logger("funnelsync.enroll")
 LIST_KINDS = (OperationKind.LIST_ADD, OperationKind.LIST_REMOVE)
@@ -49,23 +54,14 @@ class EnrollmentSummary:
 
     def count(self, kind: OperationKind, number: int = 1) -> None:
         self.done[kind] = self.done.get(kind, 0) + number
-
-
-def enrollment_targets(config: Config) -> Iterator[tuple[str, Enroll]]:
-    """(who names it, enroll) for every stage and segment that enrolls."""
-    for i, stage in enumerate(config.funnel.stages if config.funnel else []):
-        if stage.enroll:
-            yield f"funnel.stages[{i}]", stage.enroll
-    for i, segment in enumerate(config.segments):
-        if segment.enroll:
-            yield f"segments[{i}]", segment.enroll
+        telemetry.enrollments(kind, "done", number)
 
 
 def check_enrollment_targets(config: Config, crm: Enrollment) -> dict[str, str]:
     """Problems with the workflows, lists and sequences the config names: `where: reason`.
     Changes nothing: a missing list is only reported as to be created."""
     problems: dict[str, str] = {}
-    for where, enroll in enrollment_targets(config):
+    for where, enroll in config.enrollments():
         try:
             if enroll.workflow_id is not None:
                 crm.check_workflow(enroll.workflow_id)
@@ -73,6 +69,8 @@ def check_enrollment_targets(config: Config, crm: Enrollment) -> dict[str, str]:
                 crm.check_sequence(str(enroll.sequence.id), str(enroll.sequence.user_id))
             if enroll.list is not None and crm.find_or_create_list(enroll.list, create=False) is None:
                 log.info("list will be created on the first sync", list=enroll.list)
+            if enroll.event is not None and not crm.check_event(enroll.event):
+                log.info("custom event will be defined on the first sync", custom_event=enroll.event)
         except DailyLimitReached:
             raise
         except FunnelsyncError as error:
@@ -80,52 +78,103 @@ def check_enrollment_targets(config: Config, crm: Enrollment) -> dict[str, str]:
     return problems
 
 
+NO_TRIGGER_READ = "HubSpot's API does not show a workflow's enrollment triggers"
+
+
+def unchecked_targets(config: Config) -> list[str]:
+    """What `validate` cannot check of the ways the config enrolls contacts, said plainly."""
+    notes = []
+    if config.funnel and any(stage.enroll is None for stage in config.funnel.stages):
+        notes.append(f"that a workflow enrolls on {config.funnel.label!r} (the stages with no `enroll`): "
+                     f"{NO_TRIGGER_READ}")
+    for where, enroll in config.enrollments():
+        if enroll.list is not None:
+            notes.append(f"{where}: that a workflow enrolls on membership of the list {enroll.list!r}: "
+                         f"{NO_TRIGGER_READ}")
+        if enroll.event is not None:
+            notes.append(f"{where}: that a workflow enrolls on the custom event {enroll.event!r}: {NO_TRIGGER_READ}; "
+                         "custom events need an Enterprise hub: HubSpot says so when the event is first defined")
+    return notes
+
+
+def event_uuid(key: str) -> str:
+    """The uuid of the event occurrence an enrollment sends: the same for every retry of one entry."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"funnelsync:{key}"))
+
+
 def _target_key(operation: Operation) -> str:
     kind = "list" if operation.kind in LIST_KINDS else operation.kind.removeprefix("enroll_")
     return f"{kind} {operation.target}"
 
 
+def _by_target(operations: list[Operation]) -> list[Operation]:
+    """Each target's operations together, in the order planned: the changes to one list then go
+    in a few calls however the journal interleaved them with other targets' (a contact's own
+    changes to one list keep their order)."""
+    return sorted(operations, key=_target_key)
+
+
 class EnrollmentRunner:
     def __init__(self, crm: Enrollment, state: StateStore, stop: threading.Event,
-                 calls: Callable[[], CallCount | None] = lambda: None) -> None:
+                 calls: Callable[[], CallCount | None] = lambda: None, *,
+                 width: Callable[[], int] = lambda: 1, progress: ProgressReport | None = None,
+                 requests_per_second: float = 10.0) -> None:
         self.crm = crm
         self.state = state
         self.stop = stop
         self.calls = calls  # recorded with each mark: a killed run's calls still count
+        self.width = width  # enrollments in flight at once
+        self.progress = progress
+        self.requests_per_second = requests_per_second
         self.summary = EnrollmentSummary()
         self._list_ids: dict[str, str] = {}
         self._record_ids: dict[str, str] = {}
+        # Enrollments go out from several threads; their marks and counts are made one at a time.
+        self._lock = threading.RLock()
 
     def _mark(self, ids: Sequence[int], status: OperationStatus, error: str = "") -> None:
-        self.state.mark_operations(ids, status, error, calls=self.calls())
+        with self._lock:
+            self.state.mark_operations(ids, status, error, calls=self.calls())
 
     def run(self) -> EnrollmentSummary:
         operations = self.state.pending_enrollments()
+        telemetry.enrollments_pending(op.kind for op in operations)
         if not operations:
             return self.summary
         self._record_ids = self.state.record_ids({op.email for op in operations if op.email})
-        for (kind, _target), group in groupby(operations, key=lambda op: (op.kind, op.target)):
+        lists = self._clock(CHANGING_LISTS, [op for op in operations if op.kind in LIST_KINDS],
+                            self.crm.contacts_per_list_change)
+        enrolling = self._clock(ENROLLING, [op for op in operations if op.kind not in LIST_KINDS], 1)
+        for (kind, _target), group in groupby(_by_target(operations), key=lambda op: (op.kind, op.target)):
             if self._stopping():
                 break
             if kind in LIST_KINDS:
-                self._change_list(list(group))
+                changes = list(group)
+                self._change_list(changes)
+                lists.advance(len(changes))
                 continue
-            for operation in group:
-                if self._stopping():
-                    break
-                self._enroll(operation)
+            send_all(group, self._enroll, lambda operation, _: enrolling.advance(1), width=self.width,
+                     stop=self.stop, key=lambda operation: str(operation.email))
         if self.summary.problems:
             log.warning("enrollment targets failing", **self.summary.problems)
         if self.summary.halted:
             log.warning("enrollments left for the next run: HubSpot is not answering", reason=self.summary.halted)
         return self.summary
 
+    def _clock(self, phase: str, operations: list[Operation], per_request: int) -> PhaseClock:
+        report = self.progress if operations else None
+        return PhaseClock(phase, len(operations), report, per_request=per_request,
+                          requests_per_second=self.requests_per_second)
+
     def _stopping(self) -> bool:
         return self.stop.is_set() or bool(self.summary.halted)
 
     def _fail(self, operations: list[Operation], reason: str) -> None:
         self._mark([op.id for op in operations if op.id is not None], OperationStatus.PLANNED, reason)
-        self.summary.failed += len(operations)
+        with self._lock:
+            self.summary.failed += len(operations)
+        for operation in operations:
+            telemetry.enrollments(operation.kind, "failed")
 
     def _change_list(self, operations: list[Operation]) -> None:
         key = _target_key(operations[0])
@@ -159,6 +208,9 @@ class EnrollmentRunner:
         return self._list_ids[name]
 
     def _enroll(self, operation: Operation) -> None:
+        """One enrollment, on a worker thread: settled, sent, and marked."""
+        if self._stopping():
+            return
         key = _target_key(operation)
         if key in self.summary.problems:
             self._fail([operation], self.summary.problems[key])
@@ -194,7 +246,8 @@ class EnrollmentRunner:
         except OutcomeUnknown as lost:
             log.warning("enrollment answer lost: checking HubSpot before sending it again",
                         email=operation.email, target=_target_key(operation), reason=str(lost))
-            self.summary.answers_lost += 1
+            with self._lock:
+                self.summary.answers_lost += 1
             return True
         except BatchRejected:
             # "already enrolled" is one of HubSpot's refusals: what the contact holds says which
@@ -202,32 +255,39 @@ class EnrollmentRunner:
                 return False
             raise
         self._mark([operation.id], OperationStatus.DONE)
-        self.summary.count(operation.kind)
+        with self._lock:
+            self.summary.count(operation.kind)
         return False
 
     def _settled(self, operation: Operation, record_id: str | None) -> bool:
-        """Whether HubSpot shows the contact enrolled already; if so the operation is done."""
-        if not self._already_enrolled(operation, record_id):
+        """Whether HubSpot shows the contact enrolled already; if so the operation is done.
+        An event is never read back: HubSpot drops a repeat of its uuid, so it is simply resent."""
+        if operation.kind == OperationKind.ENROLL_EVENT or not self._already_enrolled(operation, record_id):
             return False
         assert operation.id is not None
         self._mark([operation.id], OperationStatus.DONE, "found enrolled in HubSpot: not sent again")
-        self.summary.already_enrolled += 1
+        with self._lock:
+            self.summary.already_enrolled += 1
+        telemetry.enrollments(operation.kind, "already_enrolled")
         return True
 
     def _leave_unknown(self, operation: Operation, reason: str) -> None:
         """Its outcome stays unknown (`started`): the next run settles it before sending anything."""
         assert operation.id is not None
         self._mark([operation.id], OperationStatus.STARTED, f"outcome unknown: {reason}")
-        self.summary.failed += 1
-        self.summary.halted = self.summary.halted or reason
+        with self._lock:
+            self.summary.failed += 1
+            self.summary.halted = self.summary.halted or reason
+        telemetry.enrollments(operation.kind, "outcome_unknown")
 
     def _failed_target(self, key: str, operations: list[Operation], error: FunnelsyncError) -> None:
         """A refused target is skipped for the rest of the run; a refused contact (4xx) only
         fails itself; HubSpot not answering after its retries halts the phase."""
-        if isinstance(error, EnrollmentTargetError | CredentialsError):
-            self.summary.problems[key] = str(error)
-        elif not isinstance(error, BatchRejected):
-            self.summary.halted = str(error)
+        with self._lock:
+            if isinstance(error, EnrollmentTargetError | CredentialsError):
+                self.summary.problems[key] = str(error)
+            elif not isinstance(error, BatchRejected):
+                self.summary.halted = str(error)
         self._fail(operations, str(error))
 
     def _already_enrolled(self, operation: Operation, record_id: str | None) -> bool:
@@ -242,5 +302,9 @@ class EnrollmentRunner:
             self.crm.enroll_in_workflow(int(str(operation.target)), str(operation.email))
             return
         payload = json.loads(operation.payload)
+        if operation.kind == OperationKind.ENROLL_EVENT:
+            self.crm.send_event(str(operation.target), str(operation.email), event_uuid(operation.key),
+                                datetime.fromisoformat(payload["occurred_at"]))
+            return
         assert record_id is not None
         self.crm.enroll_in_sequence(str(operation.target), record_id, payload["sender_email"], payload["user_id"])

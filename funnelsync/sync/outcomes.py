@@ -25,11 +25,13 @@ def segment_targets(config: Config) -> dict[str, Enroll | None]:
     return {segment.name: segment.enroll for segment in config.segments}
 
 
-def entry_operations(email: str, entry: str, reason: str, entering: Enroll | None,
+def entry_operations(email: str, entry: str, at: datetime, reason: str, entering: Enroll | None,
                      leaving: Enroll | None) -> Iterator[PlannedOperation]:
     """The enrollments entering a stage or segment makes, and the removal from the list left."""
     planned: list[tuple[OperationKind, str, dict[str, str]]] = []
     if entering is not None:
+        if entering.event is not None:
+            planned.append((OperationKind.ENROLL_EVENT, entering.event, {"occurred_at": at.isoformat()}))
         if entering.workflow_id is not None:
             planned.append((OperationKind.ENROLL_WORKFLOW, str(entering.workflow_id), {}))
         if entering.list is not None:
@@ -52,7 +54,7 @@ def stage_entry_operations(confirmed: Iterable[Confirmed],
         write, move = result.write, result.write.stage_move
         if move is None:
             continue
-        operations += entry_operations(write.email, f"stage-entry:{move.to_stage}:{move.at.isoformat()}",
+        operations += entry_operations(write.email, f"stage-entry:{move.to_stage}:{move.at.isoformat()}", move.at,
                                        f"stage {move.to_stage}", targets.get(move.to_stage),
                                        targets.get(write.previous_stage or ""))
     return operations
@@ -64,9 +66,9 @@ def segment_change_operations(changes: Sequence[SegmentChange], targets: Mapping
     for change in changes:
         target = targets.get(change.segment)
         if change.entered:
-            operations += entry_operations(change.email, f"segment:{change.segment}:{now.isoformat()}",
+            operations += entry_operations(change.email, f"segment:{change.segment}:{now.isoformat()}", now,
                                            f"segment {change.segment}", target, None)
         else:
-            operations += entry_operations(change.email, f"segment-exit:{change.segment}:{now.isoformat()}",
+            operations += entry_operations(change.email, f"segment-exit:{change.segment}:{now.isoformat()}", now,
                                            f"segment {change.segment}", None, target)
     return operations

@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from funnelsync.config import Config
+from funnelsync.config import Config, read_alert_url
 from funnelsync.connectors.crm import SchemaReport
 from funnelsync.errors import ConfigError, ConfigProblem, FunnelsyncError, StateLost
 from funnelsync.mappings.rules import columns_read
 from funnelsync.mappings.schema import property_specs
 from funnelsync.mappings.segments import compile_segments
 from funnelsync.state.database import check_state
-from funnelsync.sync.enrollments import check_enrollment_targets, enrollment_targets
+from funnelsync.sync.enrollments import check_enrollment_targets, unchecked_targets
 from funnelsync.sync.factory import open_crm, open_source
 from funnelsync.sync.lost_state import portal_holding_data
 from funnelsync.sync.planner import check_columns
@@ -38,7 +38,8 @@ class Preflight:
     state_ok: bool = False
     hubspot_ok: bool = False
     schema: SchemaReport | None = None
-    targets_ok: bool = False  # every workflow and sequence exists (lists are created if missing)
+    targets_ok: bool = False  # every workflow and sequence exists (lists and events are created if missing)
+    unchecked: list[str] = field(default_factory=list)  # what no call the token allows can show
 
     @contextmanager
     def step(self, key: str) -> Iterator[None]:
@@ -93,6 +94,8 @@ def preflight(config: Config) -> Preflight:
     with found.step("state.url"):
         new_state = check_state(config.state.url)
         found.state_ok = True
+    with found.step("alerts.url_env"):  # only `run` sends alerts; a wrong URL is still the config's
+        read_alert_url(config.alerts)
     with found.step("hubspot"):
         crm = open_crm(config)
         crm.properties.check_access()
@@ -104,7 +107,8 @@ def preflight(config: Config) -> Preflight:
     with found.step("enroll"):
         targets = check_enrollment_targets(config, crm.enrollment)
         found.problems += [ConfigProblem(f"{where}.enroll", reason) for where, reason in targets.items()]
-        found.targets_ok = not targets and any(True for _ in enrollment_targets(config))
+        found.targets_ok = not targets and bool(config.enrollments())
+        found.unchecked = unchecked_targets(config)
     if new_state is not None:
         with found.step("state"):  # a sync over a lost state stops before writing
             lost = portal_holding_data(config, crm.reading, new_state)

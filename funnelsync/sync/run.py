@@ -22,6 +22,7 @@ from funnelsync.state import StateStore
 from funnelsync.state.models import RunOutcome
 from funnelsync.sync.engine import RunSummary, SyncEngine
 from funnelsync.sync.factory import open_crm, open_source, open_state
+from funnelsync.sync.progress import PhaseProgress, ProgressReport
 from funnelsync.sync.rebuild import RebuildReport, StateRebuilder
 from funnelsync.sync.shutdown import Shutdown
 
@@ -45,6 +46,20 @@ class LogProgress:
             log.info(self.event, **{self.done_name: done, "total": total})
 
 
+class LogPhases:
+    """A sync's progress as log lines: every few seconds, and at the end of each phase."""
+
+    def __init__(self) -> None:
+        self._last_log = 0.0
+
+    def __call__(self, progress: PhaseProgress) -> None:
+        if time.monotonic() - self._last_log >= LOG_EVERY_SECONDS or progress.finished:
+            self._last_log = time.monotonic()
+            left = None if progress.seconds_left is None else round(progress.seconds_left)
+            log.info("progress", phase=progress.phase, done=progress.done, total=progress.total,
+                     seconds=round(progress.seconds, 1), seconds_left=left)
+
+
 def open_state_for_reading(config: Config) -> StateStore:
     """The state, or an empty one in memory when there is none yet (so `plan` creates nothing)."""
     url = sa.engine.make_url(config.state.url)
@@ -55,7 +70,7 @@ def open_state_for_reading(config: Config) -> StateStore:
 
 
 def run_sync(config: Config, *, dry_run: bool, shutdown: Shutdown | None = None,
-             progress: ProgressCallback | None = None) -> RunSummary:
+             progress: ProgressReport | None = None) -> RunSummary:
     for warning in config.warnings():
         log.warning("config warning", key=warning.key, warning=warning.message)
     stop = shutdown.stop if shutdown else threading.Event()
@@ -65,7 +80,7 @@ def run_sync(config: Config, *, dry_run: bool, shutdown: Shutdown | None = None,
         try:
             crm = open_crm(config, used_today=state.api_calls_today(), stop=stop)
             engine = SyncEngine(config, source, crm, state, stop=stop,
-                                progress=progress or LogProgress("progress", "written"))
+                                progress=progress or LogPhases())
             if shutdown is not None:
                 shutdown.on_overrun = functools.partial(_record_stopped, config, engine)
             summary = engine.sync(dry_run=dry_run)

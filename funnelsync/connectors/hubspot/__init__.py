@@ -21,8 +21,11 @@ class HubSpotCrm:
         self.api = HubSpotApi(settings, token, **options)
         self.properties = PropertyProvisioner(self.api)
         self.contacts = ContactWriter(self.api)
-        self.enrollment = Automation(self.api, token)
+        self.enrollment = Automation(self.api)
         self.reading = ContactReader(self.api)
+
+    def requests_wanted_in_flight(self) -> int:
+        return self.api.requests_wanted_in_flight()
 
 
 __all__ = ["HubSpotCrm"]

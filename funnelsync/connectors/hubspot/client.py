@@ -1,5 +1,5 @@
-"""Every HubSpot request goes through `HubSpotApi.call`: the shared rate budget, retries by
-error class, and the error table. The generated client's own retries stay off.
+"""Every HubSpot request goes through `HubSpotApi.request`: JSON over HTTPS on the configured API
+version's paths (`paths.py`), the shared rate budget, retries by error class, and the error table.
 
 A request that is not idempotent (an enrollment) is resent only when it surely never reached
 HubSpot (the connection was refused, a 429). When its answer is lost after it was sent, or
@@ -8,27 +8,44 @@ HubSpot answers 5xx, the call raises `OutcomeUnknown` at once: the caller settle
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-import hubspot
 import requests
 import structlog
 import urllib3
-from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
-from hubspot.crm.lists.exceptions import ApiException as ListsApiException
-from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
+from funnelsync import telemetry
 from funnelsync.connectors.budget import RequestBudget
 from funnelsync.connectors.hubspot.errors import HubSpotAnswer, classify, parse_body
+from funnelsync.connectors.hubspot.paths import ApiPaths
 from funnelsync.connectors.hubspot_settings import HubSpotSettings
 from funnelsync.connectors.retry import call_with_retries
-from funnelsync.errors import FatalError, OutcomeUnknown, RateLimited, RetriableError, StopRequested
+from funnelsync.errors import (
+    DailyLimitReached,
+    FatalError,
+    OutcomeUnknown,
+    RateLimited,
+    RetriableError,
+    StopRequested,
+)
 
 log = structlog.get_logger("funnelsync.hubspot")
+Send = Callable[..., tuple[Any, int, Mapping[str, str]]]
+MOST_IN_FLIGHT = 32  # whatever the latency: more would only wait for the budget
 
-API_EXCEPTIONS = (ContactsApiException, PropertiesApiException, ListsApiException)
+# path part -> the kind of endpoint, for the request metrics (never a path with ids in it)
+ENDPOINT_KINDS = (("/batch/upsert", "contacts_upsert"), ("/batch/read", "contacts_read"),
+                  ("/search", "contacts_search"), ("/memberships", "list_memberships"), ("/lists", "lists"),
+                  ("/properties", "properties"), ("/workflows", "workflows"), ("/sequences", "sequences"),
+                  ("/event-definitions", "event_definitions"), ("/events", "events"),
+                  ("/account-info", "account"), ("/contacts", "contacts"))
+
+
+def endpoint_kind(path: str) -> str:
+    return next((kind for part, kind in ENDPOINT_KINDS if part in path), "other")
 
 
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:
@@ -63,10 +80,9 @@ class HubSpotApi:
         self.settings = settings
         self.stop = stop or threading.Event()
         self.rate_limit_wait = rate_limit_wait  # after a 429 that carries no Retry-After
-        # api_request ignores `host` and reads `base_url`: give both so every path goes one place.
-        self.client = hubspot.Client.create(
-            access_token=token, host=settings.base_url, base_url=settings.base_url
-        )
+        self.paths = ApiPaths(settings.api_version)
+        self._token = token
+        self._sessions = threading.local()  # a requests.Session is not shared between threads
         self.budget = budget or RequestBudget(
             settings.requests_per_10s, 10.0, daily_limit=settings.daily_request_budget, stop=self.stop
         )
@@ -74,42 +90,61 @@ class HubSpotApi:
         self._sleep = sleep or self._wait
         self.calls = 0
         self.rate_limited = 0
+        self._counting = threading.Lock()  # requests go out from several threads at once
 
-    def call(
-        self,
-        what: str,
-        send: Callable[..., tuple[Any, int, Mapping[str, str]]],
-        *args: Any,
-        allow: Collection[int] = (),
-        idempotent: bool = True,
-        **kwargs: Any,
-    ) -> tuple[Any, int]:
-        """Send one request and return (data, status). `send` is a generated
-        `*_with_http_info` method (raises on HTTP errors) or a function that answers
-        (body, status, headers) whatever the status.
+    def request(self, what: str, method: str, path: str, *, params: Mapping[str, str | int] | None = None,
+                json: Any = None, allow: Collection[int] = (), idempotent: bool = True) -> tuple[Any, int]:
+        """Send one request to HubSpot and return (body, status): the body as JSON ({} when empty).
 
         Statuses in `allow` come back instead of raising (e.g. 404 for "not there yet").
         """
 
+        def send(*, _request_timeout: float) -> tuple[Any, int, Mapping[str, str]]:
+            response = self._session().request(method, self.settings.base_url + path, params=params, json=json,
+                                               timeout=_request_timeout)
+            return _body(response), response.status_code, response.headers
+
+        return self.call(what, send, kind=endpoint_kind(path), allow=allow, idempotent=idempotent)
+
+    def requests_wanted_in_flight(self) -> int:
+        """How many requests to keep in flight: `[hubspot].concurrency`, or (0) as many as the
+        budget's rate times HubSpot's measured answer time, plus one."""
+        if self.settings.concurrency:
+            return self.settings.concurrency
+        rate = self.budget.window_limit() / self.budget.interval
+        return min(MOST_IN_FLIGHT, math.ceil(rate * self.budget.latency) + 1)
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._sessions, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update({"Authorization": f"Bearer {self._token}", "Accept": "application/json"})
+            self._sessions.session = session
+        return session
+
+    def call(self, what: str, send: Send, *, kind: str = "other", allow: Collection[int] = (),
+             idempotent: bool = True) -> tuple[Any, int]:
+        """Send one request through the budget and retries. `send` answers (body, status, headers)
+        whatever the status; an HTTP error status is classified here."""
+
         def attempt() -> tuple[Any, int]:
             if self.stop.is_set():
                 raise StopRequested(f"stopped before {what}")
-            self.budget.acquire()
-            self.calls += 1
+            slot = self.budget.acquire()
+            with self._counting:
+                self.calls += 1
             try:
-                data, status, headers = send(*args, _request_timeout=self.settings.timeout_seconds, **kwargs)
-            except API_EXCEPTIONS as exc:
-                self.budget.answered()
-                answer = HubSpotAnswer(int(exc.status or 0), parse_body(exc.body), dict(exc.headers or {}))
-                return self._refused(answer, allow, idempotent)
+                data, status, headers = send(_request_timeout=self.settings.timeout_seconds)
             except (urllib3.exceptions.HTTPError, requests.ConnectionError, requests.Timeout) as exc:
-                self.budget.answered()
+                self.budget.answered(slot)
+                telemetry.hubspot_request(kind, "timeout" if isinstance(exc, requests.Timeout) else "reset")
                 if idempotent or _never_sent(exc):
                     raise RetriableError(f"no answer from HubSpot ({type(exc).__name__})") from None
                 raise OutcomeUnknown(f"HubSpot's answer to {what} was lost ({type(exc).__name__})") from None
-            self.budget.answered()
+            self.budget.answered(slot)
+            telemetry.hubspot_request(kind, status)
             if status >= 400:
-                answer = HubSpotAnswer(status, data if isinstance(data, dict) else {}, headers)
+                answer = HubSpotAnswer(status, data if isinstance(data, dict) else {}, dict(headers))
                 return self._refused(answer, allow, idempotent)
             self._observe(dict(headers or {}))
             return data, status
@@ -136,10 +171,13 @@ class HubSpotApi:
         error = classify(answer, self.settings.token_env)
         if not idempotent and type(error) is RetriableError:  # a 5xx: HubSpot may have applied it
             raise OutcomeUnknown(str(error), retry_after=error.retry_after) from None
+        if isinstance(error, RateLimited | DailyLimitReached):
+            telemetry.rate_limited(str(answer.body.get("policyName") or "unknown"))
         if isinstance(error, RateLimited):
             error.retry_after = error.retry_after or self.rate_limit_wait
             self.budget.pause(error.retry_after)
-            self.rate_limited += 1
+            with self._counting:
+                self.rate_limited += 1
         raise error from None
 
     def _observe(self, headers: Mapping[str, str]) -> None:
@@ -147,4 +185,15 @@ class HubSpotApi:
             _header_int(headers, "X-HubSpot-RateLimit-Remaining"),
             _header_int(headers, "X-HubSpot-RateLimit-Interval-Milliseconds"),
             _header_int(headers, "X-HubSpot-RateLimit-Daily-Remaining"),
+            _header_int(headers, "X-HubSpot-RateLimit-Max"),
         )
+        telemetry.rate_budget(self.budget.used_share(), self.budget.left_today())
+
+
+def _body(response: requests.Response) -> Any:
+    if response.status_code >= 400 or not response.content:
+        return parse_body(response.content)
+    try:
+        return response.json()
+    except ValueError:
+        return {}

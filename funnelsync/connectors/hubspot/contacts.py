@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from hubspot.crm.contacts import BatchInputSimplePublicObjectBatchInputUpsert, SimplePublicObjectBatchInputUpsert
 
 from funnelsync.connectors.crm import ContactWrite, ContactWriting, WriteResult
 from funnelsync.connectors.hubspot.client import HubSpotApi
@@ -23,22 +22,15 @@ log = structlog.get_logger("funnelsync.hubspot")
 _NOT_CONFIRMED = "HubSpot's answer did not mention this contact; it will be sent again"
 
 
-def _inputs(batch: Sequence[ContactWrite]) -> BatchInputSimplePublicObjectBatchInputUpsert:
-    return BatchInputSimplePublicObjectBatchInputUpsert(
-        inputs=[
-            SimplePublicObjectBatchInputUpsert(
-                id=write.email, id_property="email", properties=write.properties,
-                object_write_trace_id=str(position),
-            )
-            for position, write in enumerate(batch)
-        ]
-    )
+def _inputs(batch: Sequence[ContactWrite]) -> dict[str, Any]:
+    return {"inputs": [{"id": write.email, "idProperty": "email", "properties": write.properties,
+                        "objectWriteTraceId": str(position)}
+                       for position, write in enumerate(batch)]}
 
 
 class ContactWriter(ContactWriting):
     def __init__(self, api: HubSpotApi) -> None:
         self.api = api
-        self.batch_api = api.client.crm.contacts.batch_api
 
     @property
     def calls_made(self) -> int:
@@ -75,20 +67,21 @@ class ContactWriter(ContactWriting):
         return []
 
     def _upsert(self, batch: Sequence[ContactWrite]) -> list[WriteResult]:
-        data, _ = self.api.call("writing contacts", self.batch_api.upsert_with_http_info, _inputs(batch))
+        data, _ = self.api.request("writing contacts", "POST", f"{self.api.paths.contacts}/batch/upsert",
+                                   json=_inputs(batch))
         by_trace = {str(position): write for position, write in enumerate(batch)}
         by_email = {write.email: write for write in batch}
         answered: dict[str, WriteResult] = {}
-        for result in data.results or []:
-            write = by_trace.get(str(result.object_write_trace_id)) or by_email.get(
-                str((result.properties or {}).get("email", "")).lower()
+        for result in data.get("results") or []:
+            write = by_trace.get(str(result.get("objectWriteTraceId"))) or by_email.get(
+                str((result.get("properties") or {}).get("email", "")).lower()
             )
             if write is not None:
-                answered[write.email] = WriteResult(write.email, ok=True, record_id=str(result.id))
-        for error in getattr(data, "errors", None) or []:
+                answered[write.email] = WriteResult(write.email, ok=True, record_id=str(result["id"]))
+        for error in data.get("errors") or []:
             for write in self._rows_of_error(error, batch):
                 answered[write.email] = WriteResult(
-                    write.email, ok=False, reason=str(error.message), code=str(error.category or "ERROR")
+                    write.email, ok=False, reason=str(error.get("message")), code=str(error.get("category") or "ERROR")
                 )
         return [
             answered.get(write.email) or WriteResult(write.email, ok=False, reason=_NOT_CONFIRMED, code="NOT_CONFIRMED")
@@ -96,6 +89,6 @@ class ContactWriter(ContactWriting):
         ]
 
     @staticmethod
-    def _rows_of_error(error: Any, batch: Sequence[ContactWrite]) -> list[ContactWrite]:
-        detail = {"message": error.message, "context": getattr(error, "context", None) or {}}
+    def _rows_of_error(error: dict[str, Any], batch: Sequence[ContactWrite]) -> list[ContactWrite]:
+        detail = {"message": error.get("message"), "context": error.get("context") or {}}
         return [batch[p] for p in rows_named(batch, {"errors": [detail]})]

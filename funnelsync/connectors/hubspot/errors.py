@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from funnelsync.connectors.retry import retry_after_seconds
 from funnelsync.errors import (
     BatchRejected,
     CredentialsError,
@@ -36,11 +37,7 @@ class HubSpotAnswer:
 
     @property
     def retry_after(self) -> float | None:
-        value = self.headers.get("Retry-After") or self.headers.get("retry-after")
-        try:
-            return float(value) if value is not None else None
-        except ValueError:
-            return None
+        return retry_after_seconds(self.headers.get("Retry-After") or self.headers.get("retry-after"))
 
     def required_scopes(self) -> list[str]:
         scopes: list[str] = []

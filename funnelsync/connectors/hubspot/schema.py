@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
 
 import structlog
-from hubspot.crm.properties import OptionInput, PropertyCreate, PropertyGroupCreate, PropertyUpdate
 
 from funnelsync.connectors.crm import PropertyProvisioning, SchemaReport
 from funnelsync.connectors.hubspot.client import HubSpotApi
@@ -13,21 +14,18 @@ from funnelsync.errors import ConfigError, ConfigProblem
 from funnelsync.mappings.schema import PropertySpec
 
 log = structlog.get_logger("funnelsync.hubspot")
-OBJECT = "contacts"
+Property = dict[str, Any]  # a contact property as HubSpot describes it
 
 
-def _option_inputs(values: Sequence[tuple[str, str]]) -> list[OptionInput]:
-    return [
-        OptionInput(label=label, value=value, display_order=order, hidden=False)
-        for order, (value, label) in enumerate(values)
-    ]
+def _options(values: Sequence[tuple[str, str]], start: int = 0) -> list[dict[str, Any]]:
+    return [{"label": label, "value": value, "displayOrder": start + order, "hidden": False}
+            for order, (value, label) in enumerate(values)]
 
 
-def _read_only_value(current: object) -> bool:
+def _read_only_value(current: Property) -> bool:
     """HubSpot sets this property's value itself (hs_object_id, createdate...): a batch that
     writes it is refused whole."""
-    metadata = getattr(current, "modification_metadata", None)
-    return bool(getattr(metadata, "read_only_value", False))
+    return bool((current.get("modificationMetadata") or {}).get("readOnlyValue"))
 
 
 def _name_key(spec: PropertySpec) -> str:
@@ -39,25 +37,24 @@ def _name_key(spec: PropertySpec) -> str:
     return spec.config_key
 
 
-def _read_only_problem(spec: PropertySpec, current: object) -> ConfigProblem:
+def _read_only_problem(spec: PropertySpec, current: Property) -> ConfigProblem:
     return ConfigProblem(
         _name_key(spec),
         f"HubSpot does not let API writes change the contact property {spec.name!r} (label "
-        f"{current.label!r}): it is read-only, set by HubSpot itself. Choose another `name`",  # type: ignore[attr-defined]
+        f"{current.get('label')!r}): it is read-only, set by HubSpot itself. Choose another `name`",
     )
 
 
 class PropertyProvisioner(PropertyProvisioning):
     def __init__(self, api: HubSpotApi) -> None:
         self.api = api
-        self.properties_api = api.client.crm.properties
+        self.path = api.paths.properties
 
     def check_access(self) -> None:
         # Reading the properties needs crm.schemas.contacts.read; a batch read of no contact
         # would be free of effects but HubSpot refuses an empty batch, so read one page of one.
         self._existing_properties()
-        contacts = self.api.client.crm.contacts.basic_api
-        self.api.call("reading contacts", contacts.get_page_with_http_info, limit=1)
+        self.api.request("reading contacts", "GET", self.api.paths.contacts, params={"limit": 1})
 
     def ensure_properties(self, specs: Sequence[PropertySpec], *, dry_run: bool = False) -> SchemaReport:
         report = SchemaReport()
@@ -82,23 +79,22 @@ class PropertyProvisioner(PropertyProvisioning):
                 report.unchanged.append(spec.name)
         return report
 
-    def _existing_properties(self) -> dict[str, object]:
-        read = self.properties_api.core_api.get_all_with_http_info
-        data, _ = self.api.call("reading contact properties", read, OBJECT)
-        return {prop.name: prop for prop in data.results}
+    def _existing_properties(self) -> dict[str, Property]:
+        data, _ = self.api.request("reading contact properties", "GET", self.path)
+        return {str(prop["name"]): prop for prop in data.get("results") or []}
 
-    def _refuse_conflicts(self, specs: Sequence[PropertySpec], existing: dict[str, object]) -> None:
+    def _refuse_conflicts(self, specs: Sequence[PropertySpec], existing: dict[str, Property]) -> None:
         problems = []
         for spec in specs:
             current = existing.get(spec.name)
             if current is not None and _read_only_value(current):
                 problems.append(_read_only_problem(spec, current))
-            elif current is not None and current.type != spec.type:  # type: ignore[attr-defined]
+            elif current is not None and current.get("type") != spec.type:
                 problems.append(
                     ConfigProblem(
                         spec.config_key,
                         f"HubSpot already has a contact property {spec.name!r} of type "
-                        f"{current.type!r} (label {current.label!r}); this config writes it as "  # type: ignore[attr-defined]
+                        f"{current.get('type')!r} (label {current.get('label')!r}); this config writes it as "
                         f"{spec.type!r}. Choose another `name`, or a `type` that matches",
                     )
                 )
@@ -106,47 +102,33 @@ class PropertyProvisioner(PropertyProvisioning):
             raise ConfigError(problems)
 
     def _ensure_group(self, group: str) -> None:
-        groups_api = self.properties_api.groups_api
-        _, status = self.api.call("reading the property group", groups_api.get_by_name_with_http_info,
-                                  OBJECT, group, allow=(404,))
+        _, status = self.api.request("reading the property group", "GET", f"{self.path}/groups/{quote(group)}",
+                                     allow=(404,))
         if status == 404:
-            body = PropertyGroupCreate(name=group, label=self.api.settings.property_group_label, display_order=-1)
-            self.api.call("creating the property group", groups_api.create_with_http_info, OBJECT, body,
-                          allow=(409,))
+            body = {"name": group, "label": self.api.settings.property_group_label, "displayOrder": -1}
+            self.api.request("creating the property group", "POST", f"{self.path}/groups", json=body, allow=(409,))
             log.info("property group created", group=group)
 
     def _create(self, spec: PropertySpec, group: str) -> None:
-        body = PropertyCreate(
-            name=spec.name,
-            label=spec.label,
-            type=spec.type,
-            field_type=spec.field_type,
-            group_name=group,
-            description=spec.description,
-            options=_option_inputs([(o.value, o.label) for o in spec.options]) if spec.options else None,
-        )
-        self.api.call(f"creating property {spec.name}", self.properties_api.core_api.create_with_http_info,
-                      OBJECT, body, allow=(409,))
+        body: dict[str, Any] = {"name": spec.name, "label": spec.label, "type": spec.type,
+                                "fieldType": spec.field_type, "groupName": group, "description": spec.description}
+        if spec.options:
+            body["options"] = _options([(o.value, o.label) for o in spec.options])
+        self.api.request(f"creating property {spec.name}", "POST", self.path, json=body, allow=(409,))
         log.info("property created", property=spec.name, type=spec.type)
 
     @staticmethod
-    def _missing_options(spec: PropertySpec, current: object) -> list[tuple[str, str]]:
+    def _missing_options(spec: PropertySpec, current: Property) -> list[tuple[str, str]]:
         if spec.type != "enumeration":
             return []
-        have = {option.value for option in current.options or []}  # type: ignore[attr-defined]
+        have = {option.get("value") for option in current.get("options") or []}
         return [(o.value, o.label) for o in spec.options if o.value not in have]
 
-    def _add_options(self, spec: PropertySpec, current: object, missing: list[tuple[str, str]]) -> None:
-        kept = [
-            OptionInput(label=o.label, value=o.value, display_order=o.display_order, hidden=o.hidden)
-            for o in current.options or []  # type: ignore[attr-defined]
-        ]
-        start = max((o.display_order or 0 for o in kept), default=-1) + 1
-        added = [
-            OptionInput(label=label, value=value, display_order=start + i, hidden=False)
-            for i, (value, label) in enumerate(missing)
-        ]
-        body = PropertyUpdate(options=kept + added)
-        self.api.call(f"adding options to {spec.name}", self.properties_api.core_api.update_with_http_info,
-                      OBJECT, spec.name, body)
+    def _add_options(self, spec: PropertySpec, current: Property, missing: list[tuple[str, str]]) -> None:
+        kept = [{"label": option.get("label"), "value": option.get("value"),
+                 "displayOrder": int(option.get("displayOrder") or 0), "hidden": bool(option.get("hidden"))}
+                for option in current.get("options") or []]
+        start = max((o["displayOrder"] for o in kept), default=-1) + 1
+        body = {"options": kept + _options(missing, start)}
+        self.api.request(f"adding options to {spec.name}", "PATCH", f"{self.path}/{quote(spec.name)}", json=body)
         log.info("property options added", property=spec.name, options=[v for v, _ in missing])

@@ -8,34 +8,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 
 from funnelsync.connectors.budget import RequestBudget
-from funnelsync.connectors.retry import call_with_retries
+from funnelsync.connectors.retry import call_with_retries, retry_after_seconds
 from funnelsync.errors import CredentialsError, FatalError, RateLimited, RetriableError
 
 #: what the connector needs: users search and events search/count
 SCOPES = ("read:users", "read:events")
 TIMEOUT = (10.0, 60.0)  # connect, read: a 90-day aggregation over a page of users can be slow
 ATTEMPTS = 6
-
-
-def _retry_after(header: str | None) -> float | None:
-    if not header:
-        return None
-    try:
-        return max(float(header), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 class MoesifClient:
@@ -108,7 +92,7 @@ class MoesifClient:
                 "subscription that includes the Management API"
             )
         if status == 429:
-            wait = _retry_after(response.headers.get("Retry-After"))
+            wait = retry_after_seconds(response.headers.get("Retry-After"))
             if wait is None:  # Moesif's limit runs per calendar minute
                 wait = 60.0 - time.time() % 60.0
             self._budget.pause(wait)

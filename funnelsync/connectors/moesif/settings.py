@@ -14,17 +14,32 @@ from funnelsync.settings import _api_base_url, _env_name, _Strict
 
 
 class MoesifSource(_Strict):
-    kind: Literal["moesif"]
-    base_url: str = "https://api.moesif.com/v1"
-    token_env: Annotated[str, Field(min_length=1)] = "MOESIF_MANAGEMENT_TOKEN"
-    window: str = "-24h"
-    lookback: str = "-90d"
-    fields: dict[str, str] = Field(default_factory=lambda: {"email": "email"})
-    routes: dict[str, str] = Field(default_factory=dict)
-    page_size: int = Field(default=100, ge=1, le=1000)
-    queries_per_minute: int = Field(default=450, ge=1, le=500)
+    kind: Literal["moesif"] = Field(description="Moesif's Management API: one row per Moesif user with an email.")
+    base_url: str = Field(default="https://api.moesif.com/v1", description=(
+        "The Management API's base URL: https://, or plain http:// to a loopback address only. A "
+        "self-hosted proxy: https://host:9500/api/v1."))
+    token_env: Annotated[str, Field(min_length=1, description=(
+        "The environment variable that holds the Management API key (scopes read:users and read:events)."
+    ))] = "MOESIF_MANAGEMENT_TOKEN"
+    window: str = Field(default="-24h", description=(
+        "The usage window, as Moesif reads relative times (-<number><s|m|h|d|w|M|y>): the counts are of API "
+        "calls in it."))
+    lookback: str = Field(default="-90d", description=(
+        "How far back first_event_at and last_event_at look, as a relative time like window."))
+    fields: dict[str, str] = Field(default_factory=lambda: {"email": "email"}, description=(
+        "Output column = path in the Moesif user profile. Must map email. A column must not repeat another "
+        "or a computed one (used_event_count, error_count, first_event_at, last_event_at)."),
+        examples=[{"email": "email", "role": "metadata.role", "signed_up_at": "metadata.signed_up_at"}])
+    routes: dict[str, str] = Field(default_factory=dict, description=(
+        "Output column = the number of API calls to this route in the window."),
+        examples=[{"calls_payments": "/payments"}])
+    page_size: int = Field(default=100, ge=1, le=1000, description=(
+        "Users per page; a sync costs two requests a page plus one."))
+    queries_per_minute: int = Field(default=450, ge=1, le=500, description=(
+        "The pace of requests to Moesif, which allows about 500 a minute."))
 
-    key: Literal["email"] = "email"
+    key: Literal["email"] = Field(default="email", description=(
+        "Always email: Moesif users are matched to contacts by their email."))
 
     _check_env = field_validator("token_env")(_env_name)
 

@@ -1,0 +1,154 @@
+"""Requests in flight at once, within the one shared budget, over real HTTP against a sandbox
+that answers late: every rolling 10-s window under the limit, a 429 slowing everything, and
+answers recorded right whatever order they come back in."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from funnelsync.config import parse_config
+from funnelsync.sandbox import SandboxServer
+from funnelsync.sandbox.latency import Latency
+from funnelsync.state.models import RunOutcome
+from funnelsync.state.store import StateStore
+from funnelsync.sync.inflight import send_all
+from funnelsync.sync.run import run_sync
+from tests.conftest import TOKEN, Analytics, api_path, config_data
+
+UPSERT = "/crm/v3/objects/contacts/batch/upsert"
+
+
+def most_in_any_window(times: list[float], seconds: float) -> int:
+    times = sorted(times)
+    return max(sum(1 for t in times[i:] if t < start + seconds) for i, start in enumerate(times))
+
+
+def most_in_flight(log: list[dict[str, Any]]) -> int:
+    """The most requests the sandbox held at once (arrived, not yet answered)."""
+    edges = sorted([(r["arrived"], 1) for r in log] + [(r["time"], -1) for r in log])
+    held = most = 0
+    for _, change in edges:
+        held += change
+        most = max(most, held)
+    return most
+
+
+def paced_config(analytics: Analytics, sandbox: SandboxServer, tmp_path: Path, limit: int, **hubspot: Any) -> Any:
+    data = config_data(analytics, sandbox.url, tmp_path / "state.db")
+    data["hubspot"].update({"requests_per_10s": limit, **hubspot})
+    return parse_config(data)
+
+
+def test_requests_overlap_yet_no_rolling_10_s_window_holds_more_than_the_limit(
+    analytics: Analytics, tmp_path: Path
+) -> None:
+    analytics.add_many(2500, calls=3)
+    with SandboxServer(token=TOKEN, requests_per_10s=30, latency=Latency(0.3)) as hubspot:
+        summary = run_sync(paced_config(analytics, hubspot, tmp_path, 30), dry_run=False)
+        log = hubspot.store.request_log()
+    assert summary.outcome == RunOutcome.OK and summary.written == 2500
+    assert [r for r in log if r["status"] == 429] == []
+    assert most_in_any_window([r["arrived"] for r in log], 10.0) <= 30
+    assert len(log) > 30  # the sync needed more than one window
+    assert most_in_flight(log) >= 3
+
+
+def test_a_429_holds_back_every_request_not_yet_sent(analytics: Analytics, tmp_path: Path) -> None:
+    analytics.add_many(2000, calls=3)
+    with SandboxServer(token=TOKEN, latency=Latency(0.2)) as hubspot:
+        config = paced_config(analytics, hubspot, tmp_path, 250, concurrency=6)
+        hubspot.inject_fault("POST", api_path(UPSERT), kind="status", status=429, count=1)
+        summary = run_sync(config, dry_run=False)
+        log = hubspot.store.request_log()
+    assert summary.written == 2000
+    [refused] = [r for r in log if r["status"] == 429]
+    later = [r["arrived"] for r in log if r["arrived"] > refused["time"]]
+    assert later, "requests went on after the 429"
+    # HubSpot gave no Retry-After: funnelsync waits a second before any request goes out again
+    assert min(later) >= refused["time"] + 0.9
+
+
+def test_answers_coming_back_out_of_order_are_each_recorded_for_their_own_contacts(
+    analytics: Analytics, tmp_path: Path
+) -> None:
+    analytics.add_many(600, calls=3)
+    with SandboxServer(token=TOKEN, latency=Latency(0.05)) as hubspot:
+        config = paced_config(analytics, hubspot, tmp_path, 250, concurrency=4)
+        hubspot.inject_fault("POST", api_path(UPSERT), kind="slow", delay=1.5, count=1)  # the first answers last
+        assert run_sync(config, dry_run=False).outcome == RunOutcome.OK
+        upserts = [r for r in hubspot.store.request_log() if r["path"] == api_path(UPSERT)]
+        held = {email: contact["id"] for email, contact in hubspot.store.contacts_by_email().items()}
+    first_sent = min(upserts, key=lambda r: r["arrived"])
+    assert first_sent is max(upserts, key=lambda r: r["time"])
+    state = StateStore(config.state.url)
+    try:
+        assert state.record_ids(held) == held and len(held) == 600
+        [run] = state.recent_runs(1)
+        assert run.contacts_written == 600
+    finally:
+        state.close()
+
+
+def test_one_contact_is_never_in_two_requests_in_flight_at_once() -> None:
+    in_flight: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+    lock = threading.Lock()
+    recorded: list[tuple[str, int]] = []
+
+    def send(item: tuple[str, int]) -> int:
+        with lock:
+            in_flight[item[0]] += 1
+            most[item[0]] = max(most[item[0]], in_flight[item[0]])
+        time.sleep(0.02)
+        with lock:
+            in_flight[item[0]] -= 1
+        return item[1] * 10
+
+    items = [("ada", 1), ("ada", 2), ("bob", 3), ("ada", 4), ("cy", 5), ("bob", 6)]
+    send_all(items, send, lambda item, result: recorded.append((item[0], result)), width=lambda: 6,
+             stop=threading.Event(), key=lambda item: item[0])
+    assert max(most.values()) == 1
+    assert sorted(recorded) == sorted((name, n * 10) for name, n in items)
+    assert [r for r in recorded if r[0] == "ada"] == [("ada", 10), ("ada", 20), ("ada", 40)]  # in order
+
+
+def test_an_error_stops_sending_and_what_is_in_flight_is_still_recorded() -> None:
+    recorded: list[int] = []
+    sent: list[int] = []
+    started = threading.Event()
+
+    def send(item: int) -> int:
+        sent.append(item)
+        if item == 0:
+            started.wait(1)
+            raise RuntimeError("HubSpot did not answer")
+        started.set()
+        time.sleep(0.05)
+        return item
+
+    try:
+        send_all(range(100), send, lambda item, result: recorded.append(result), width=lambda: 3,
+                 stop=threading.Event())
+    except RuntimeError as error:
+        assert str(error) == "HubSpot did not answer"
+    else:
+        raise AssertionError("the error was not raised")
+    assert len(sent) < 10 and sorted(recorded) == sorted(item for item in sent if item != 0)
+
+
+def test_a_stop_sends_nothing_more_and_waits_for_what_is_in_flight() -> None:
+    stop = threading.Event()
+    recorded: list[int] = []
+
+    def send(item: int) -> int:
+        if item == 2:
+            stop.set()
+        time.sleep(0.05)
+        return item
+
+    send_all(range(50), send, lambda item, result: recorded.append(result), width=lambda: 2, stop=stop)
+    assert 3 <= len(recorded) < 50  # the journal's side of a stop: tests/test_crash_recovery.py
