@@ -26,30 +26,12 @@ if dir=$(find_server); then
     exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-postgres: no PostgreSQL server binaries (initdb, pg_ctl) and no apt-get: install PostgreSQL yourself, the PostgreSQL tests fail without it" >&2
-    exit 0
-fi
-if [ "$(id -u)" = 0 ]; then
-    as_root=""
-elif command -v sudo >/dev/null 2>&1; then
-    as_root="sudo"
-else
-    echo "ensure-postgres: no PostgreSQL server binaries, and not root and no sudo to run apt-get: install Debian's postgresql package yourself, the PostgreSQL tests fail without it" >&2
-    exit 0
-fi
-
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-if ! { $as_root env DEBIAN_FRONTEND=noninteractive apt-get update \
-       && $as_root env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y --no-install-recommends postgresql; } >"$log" 2>&1; then
-    cat "$log" >&2
-    echo "ensure-postgres: installing Debian's postgresql package failed (apt-get output above)" >&2
-    exit 1
-fi
+. "$(dirname "$0")/debian-package.sh"
+status=0
+install_debian_package ensure-postgres postgresql "the PostgreSQL tests fail without it" || status=$?
+[ "$status" = 2 ] && exit 0
+[ "$status" = 0 ] || exit 1
 if ! dir=$(find_server); then
-    cat "$log" >&2
     echo "ensure-postgres: installed Debian's postgresql package, but still no initdb/pg_ctl in pg_config --bindir or /usr/lib/postgresql/*/bin" >&2
     exit 1
 fi

@@ -86,10 +86,11 @@ def test_a_lone_daemon_stays_active_whichever_thread_runs_its_ticks(
         for tick in range(6):
             in_thread(daemon.sync_job)
             assert daemon.leading, f"tick {tick}"
-            assert daemon.metrics.role == "active", f"tick {tick}"
+            assert daemon.health.role == "active", f"tick {tick}"
             assert in_thread(daemon._lead) is True, f"tick {tick}"
             assert in_thread(daemon.leader.still_held) is True
-        assert daemon.metrics.runs == {RunOutcome.OK: 6}
+        assert daemon.health.runs == 6 and daemon.health.last_outcome == RunOutcome.OK
+        assert daemon.metrics.registry.get_sample_value("funnelsync_runs_total", {"outcome": "ok"}) == 6
     finally:
         daemon.leader.release()
         daemon.state.close()

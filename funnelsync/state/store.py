@@ -12,10 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, delete, func, select, update
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from funnelsync.state.database import (
     StateLock,
@@ -38,6 +39,7 @@ from funnelsync.state.models import (
     RunOutcome,
     SegmentMember,
     StageChange,
+    StageCount,
     StageEntry,
 )
 
@@ -188,6 +190,15 @@ class Refused:
 class WriteBatch:
     operation_id: int
     writes: list[PlannedWrite]
+
+
+class CountedStage(NamedTuple):
+    """Contacts in a stage as a run left them."""
+
+    run_id: int
+    at: datetime
+    stage: str
+    contacts: int
 
 
 @dataclass(frozen=True)
@@ -346,6 +357,30 @@ class StateStore:
     def recent_runs(self, limit: int = 10) -> list[Run]:
         with Session(self.engine) as session:
             return list(session.exec(select(Run).order_by(col(Run.id).desc()).limit(limit)))
+
+    def record_stage_counts(self, run_id: int) -> None:
+        """Contacts per stage as this run leaves them, counted by the database: the funnel over time."""
+        now = sa.bindparam("counted_at", utcnow(), type_=UTCDateTime())
+        counted = (sa.select(sa.literal(run_id), col(Contact.stage), func.count(), now)
+                   .where(col(Contact.stage).is_not(None)).group_by(col(Contact.stage)))
+        with self.engine.begin() as connection:
+            connection.execute(sa.insert(StageCount).from_select(("run_id", "stage", "contacts", "counted_at"),
+                                                                 counted))
+
+    def stage_counts_since(self, since: datetime) -> list[CountedStage]:
+        """One row a stage a run, oldest first: a few a run, never one a contact."""
+        columns = (StageCount.run_id, StageCount.counted_at, StageCount.stage, StageCount.contacts)
+        query = (sa.select(*(col(c) for c in columns)).where(col(StageCount.counted_at) >= since)
+                 .order_by(col(StageCount.counted_at), col(StageCount.run_id)))
+        with self._reading() as connection:
+            return [CountedStage._make(row) for row in connection.execute(query)]
+
+    def stage_moves_by_run(self, run_ids: Sequence[int]) -> dict[int, int]:
+        """Confirmed stage moves each of these runs made."""
+        query = (select(StageChange.run_id, func.count()).where(col(StageChange.run_id).in_(list(run_ids)))
+                 .group_by(col(StageChange.run_id)))
+        with Session(self.engine) as session:
+            return {int(run_id): int(count) for run_id, count in session.exec(query)}
 
     # -- the journal -------------------------------------------------------------------------
 
@@ -548,14 +583,19 @@ class StateStore:
             self._record_calls(session, calls)
             session.commit()
 
-    def failed_enrollments(self) -> list[Operation]:
-        """Enrollments and list changes not yet done that failed at least once, with the reason."""
-        query = (select(Operation).where(col(Operation.kind) != OperationKind.WRITE,
-                                         col(Operation.status).in_(_UNFINISHED),
-                                         col(Operation.last_error) != "")
-                 .order_by(col(Operation.updated_at).desc()))
+    _FAILED = (col(Operation.kind) != OperationKind.WRITE, col(Operation.status).in_(_UNFINISHED),
+               col(Operation.last_error) != "")
+
+    def failed_enrollments(self, limit: int | None = None) -> list[Operation]:
+        """Enrollments and list changes not yet done that failed at least once, with the reason;
+        the latest first, `limit` of them or all."""
+        query = select(Operation).where(*self._FAILED).order_by(col(Operation.updated_at).desc()).limit(limit)
         with Session(self.engine) as session:
             return list(session.exec(query))
+
+    def failed_enrollment_count(self) -> int:
+        with Session(self.engine) as session:
+            return int(session.exec(select(func.count()).select_from(Operation).where(*self._FAILED)).one())
 
     def enrollment_counts(self) -> dict[tuple[OperationKind, OperationStatus], int]:
         query = (select(Operation.kind, Operation.status, func.count())
@@ -588,15 +628,39 @@ class StateStore:
                     col(Operation.status).in_([OperationStatus.DONE, OperationStatus.SUPERSEDED]))).rowcount,
                 "stage_changes": session.exec(delete(StageChange).where(col(StageChange.changed_at) < cutoff)).rowcount,
             }
+            # part of the runs' history: they go with the runs
+            session.exec(delete(StageCount).where(col(StageCount.counted_at) < cutoff))
             session.commit()
         release_free_space(self.engine)
         return {name: int(count or 0) for name, count in pruned.items()}
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def rejects(self) -> list[Reject]:
+    def rejects(self, limit: int | None = None) -> list[Reject]:
+        """The latest first; `limit` of them, or all."""
         with Session(self.engine) as session:
-            return list(session.exec(select(Reject).order_by(col(Reject.last_rejected_at).desc())))
+            return list(session.exec(select(Reject).order_by(col(Reject.last_rejected_at).desc()).limit(limit)))
+
+    def reject_counts(self) -> dict[tuple[str, bool], int]:
+        """Rejected records by (code, will be retried)."""
+        query = select(Reject.code, Reject.will_retry, func.count()).group_by(col(Reject.code), col(Reject.will_retry))
+        with Session(self.engine) as session:
+            return {(code, bool(retried)): int(count) for code, retried, count in session.exec(query)}
+
+    def segment_sizes(self) -> dict[str, int]:
+        query = select(SegmentMember.segment, func.count()).group_by(col(SegmentMember.segment))
+        with Session(self.engine) as session:
+            return {segment: int(count) for segment, count in session.exec(query)}
+
+    def unfinished_by_target(self) -> dict[tuple[OperationKind, str, OperationStatus], int]:
+        """Enrollments and list changes not yet done, by (kind, target, status): `started` is an
+        outcome unknown, checked in HubSpot before anything is sent again."""
+        query = (select(Operation.kind, Operation.target, Operation.status, func.count())
+                 .where(col(Operation.kind) != OperationKind.WRITE, col(Operation.status).in_(_UNFINISHED))
+                 .group_by(col(Operation.kind), col(Operation.target), col(Operation.status)))
+        with Session(self.engine) as session:
+            return {(OperationKind(kind), target or "", OperationStatus(status)): int(count)
+                    for kind, target, status, count in session.exec(query)}
 
     def rejected_emails(self) -> frozenset[str]:
         with Session(self.engine) as session:
