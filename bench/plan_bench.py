@@ -363,7 +363,7 @@ class BackfillSink:
         self.enrollments = 0
         self.journaled_bytes = 0
 
-    def add_writes(self, writes: Sequence[Any]) -> None:
+    def add_writes(self, writes: Sequence[Any], held: Any = None) -> None:  # held: for `plan` only
         self._pending += writes
         while len(self._pending) >= self.batch_size:
             self._record(self._pending[: self.batch_size])

@@ -19,7 +19,7 @@ import pytest
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
 from funnelsync.state.models import RunOutcome
-from tests.conftest import TOKEN, TOKEN_ENV, Analytics, config_data
+from tests.conftest import TOKEN, TOKEN_ENV, Analytics, api_path, config_data
 
 
 def write_toml(path: Path, data: dict[str, Any]) -> Path:
@@ -159,8 +159,9 @@ def test_plan_prints_every_change_and_writes_nothing(
     analytics.add("ada@example.com", calls=2000)
     result = funnelsync("-c", str(config_file), "plan")
     assert result.returncode == 0, result.stderr
-    assert "write ada@example.com" in result.stdout
-    assert "stage (none) -> bottom" in result.stdout
+    assert "ada@example.com (new): API integration stage: Integrated in production; Used Event Count: 2,000" \
+        in result.stdout
+    assert "(none) -> Integrated in production" in result.stdout
     assert "properties to create" in result.stdout
     assert sandbox.store.contacts_by_email() == {}
     assert not (tmp_path / "state.db").exists()
@@ -264,7 +265,8 @@ def test_the_daemon_syncs_serves_health_and_stops_cleanly_on_sigterm(
     daemon = Daemon(path, tmp_path / "daemon.log")
     try:
         wait_for(lambda: len(sandbox.store.contacts_by_email()) == 20)
-        wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200)
+        # ready from the first sync on: wait for that run to end
+        wait_for(lambda: '"last_outcome": "ok"' in http_get(f"http://127.0.0.1:{port}/readyz")[1])
         assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and "funnelsync_contacts_written_total 20" in metrics
@@ -281,7 +283,7 @@ def test_sigterm_mid_backfill_finishes_the_batch_in_flight_and_records_only_what
     for _ in range(10):
         sandbox.inject_fault(
             method="POST",
-            path_prefix="/crm/v3/objects/contacts/batch/upsert",
+            path_prefix=api_path("/crm/v3/objects/contacts/batch/upsert"),
             kind="slow",
             delay=0.3,
         )
@@ -318,7 +320,7 @@ def test_a_second_daemon_stands_by_and_takes_over_when_the_active_one_dies(
     active = Daemon(paths[0], tmp_path / "active.log")
     standby = None
     try:
-        wait_for(lambda: http_get(f"http://127.0.0.1:{ports[0]}/readyz")[0] == 200)
+        wait_for(lambda: '"last_outcome": "ok"' in http_get(f"http://127.0.0.1:{ports[0]}/readyz")[1])
         standby = Daemon(paths[1], tmp_path / "standby.log")
         wait_for(lambda: '"role": "standby"' in http_get(f"http://127.0.0.1:{ports[1]}/readyz")[1])
         assert '"role": "active"' in http_get(f"http://127.0.0.1:{ports[0]}/readyz")[1]
@@ -357,7 +359,7 @@ def test_a_killed_sync_still_counts_its_calls_toward_the_days_budget(
     config_file: Path, analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     analytics.add_many(1000, calls=5)
-    upsert = "/crm/v3/objects/contacts/batch/upsert"
+    upsert = api_path("/crm/v3/objects/contacts/batch/upsert")
     sandbox.inject_fault(method="POST", path_prefix=upsert, kind="slow", delay=0.2, count=10**6)
     with (tmp_path / "sync.log").open("w") as log:
         process = subprocess.Popen([sys.executable, "-m", "funnelsync", "-c", str(config_file), "sync"],

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from funnelsync.cli.demo import run_demo, seed_enrollment_targets
+from funnelsync.cli.plan_report import FORMATS
 from funnelsync.cli.progress import ReadingProgress
 from funnelsync.cli.report import rebuild_text, rejects_text, runs_text
 from funnelsync.cli.runner import sync_once
@@ -22,7 +23,7 @@ from funnelsync.config import Config, load_config
 from funnelsync.daemon.logs import configure_logging
 from funnelsync.daemon.scheduler import run_daemon
 from funnelsync.errors import FunnelsyncError
-from funnelsync.sandbox import SandboxServer
+from funnelsync.sandbox import Latency, SandboxServer
 from funnelsync.state.models import OperationStatus
 from funnelsync.state.store import utcnow
 from funnelsync.sync.run import open_state_for_reading, rebuild_state
@@ -72,19 +73,25 @@ def _config() -> Config:
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Print every change; write nothing to HubSpot or the state.")
+@click.option("--format", "output", type=click.Choice(FORMATS), default=None,
+              help="With --dry-run: as `plan --format`.")
 @reports_errors
-def sync(dry_run: bool) -> None:
+def sync(dry_run: bool, output: str | None) -> None:
     """One sync now, then exit (0 all written, 1 some records rejected)."""
 
-    sys.exit(sync_once(_config(), dry_run=dry_run))
+    if output is not None and not dry_run:
+        raise click.UsageError("--format is for a dry run: `sync --dry-run --format json`, or `plan --format json`")
+    sys.exit(sync_once(_config(), dry_run=dry_run, output=output or "text"))
 
 
 @main.command()
+@click.option("--format", "output", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="text: a summary, then the first contacts' changes; json or csv: every change, on stdout.")
 @reports_errors
-def plan() -> None:
-    """The same as `sync --dry-run`."""
+def plan(output: str) -> None:
+    """The same as `sync --dry-run`: every change, nothing written."""
 
-    sys.exit(sync_once(_config(), dry_run=True))
+    sys.exit(sync_once(_config(), dry_run=True, output=output))
 
 
 @main.command()
@@ -173,17 +180,29 @@ def rebuild(dry_run: bool) -> None:
 @click.option("--token", envvar="FUNNELSYNC_SANDBOX_TOKEN", default="sandbox-token", show_default=True,
               help="The bearer token the sandbox accepts (or $FUNNELSYNC_SANDBOX_TOKEN).")
 @click.option("--requests-per-10s", type=int, default=None, help="Enforce HubSpot's burst limit.")
+@click.option("--latency", "latency_specs", multiple=True, metavar="DELAY",
+              help="Answer late: `300ms`, `300ms±100ms` (or +-), `hubspot` (a few hundred ms, upserts more), "
+                   "or one kind's, e.g. `upsert=1s` (kinds: upsert, read, search, properties, lists, workflows, "
+                   "sequences, events, other). Repeatable, later ones win. Default: no delay.")
+@click.option("--latency-seed", type=int, default=None, help="Seed of the delays' spread, to repeat a run's delays.")
 @click.option("--with-config-targets/--without-config-targets", default=True,
               help="Create the workflows and sequences the config (-c) names, if it can be read.")
 @reports_errors
-def sandbox(host: str, port: int, token: str, requests_per_10s: int | None, with_config_targets: bool) -> None:
+def sandbox(host: str, port: int, token: str, requests_per_10s: int | None, latency_specs: tuple[str, ...],
+            latency_seed: int | None, with_config_targets: bool) -> None:
     """A local HubSpot-compatible API server (for the demo and tests)."""
 
-    server = SandboxServer(host=host, port=port, token=token, requests_per_10s=requests_per_10s)
+    try:
+        latency = Latency.parse(latency_specs, seed=latency_seed)
+    except ValueError as problem:
+        raise click.BadParameter(str(problem), param_hint="--latency") from None
+    server = SandboxServer(host=host, port=port, token=token, requests_per_10s=requests_per_10s, latency=latency)
     if with_config_targets and Path(click.get_current_context().obj["config_path"]).exists():
         seed_enrollment_targets(server, _config())
     click.echo(f"sandbox serving on http://{host}:{port} (contacts at /, JSON at /_sandbox/state); Ctrl-C stops it",
                err=True)
+    if latency_specs:
+        click.echo(f"answers delayed by {latency} (seed {latency_seed})", err=True)
     server.serve_forever()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from funnelsync.config import Config, Enroll
+from funnelsync.cli.plan_report import plan_text as plan_text  # where tests and callers have found it
 from funnelsync.state.models import Operation, OperationStatus, Reject, Run
 from funnelsync.sync.engine import RunSummary
 from funnelsync.sync.rebuild import RebuildReport
@@ -45,54 +45,6 @@ def summary_text(summary: RunSummary, *, title: str = "sync") -> str:
         lines.append("  stopped early on request: the next run carries on")
     if summary.seconds:
         lines.append(f"  took {summary.seconds:.1f} s")
-    return "\n".join(lines)
-
-
-def _targets(enroll: Enroll | None) -> list[str]:
-    if enroll is None:
-        return []
-    targets = [f"workflow {enroll.workflow_id}"] if enroll.workflow_id is not None else []
-    targets += [f"list {enroll.list!r}"] if enroll.list is not None else []
-    targets += [f"sequence {enroll.sequence.id}"] if enroll.sequence is not None else []
-    return targets
-
-
-def enrollments_planned(summary: RunSummary, config: Config) -> list[str]:
-    """The enrollments the planned stage and segment entries would make, once written."""
-    lines = []
-    for stage in config.funnel.stages if config.funnel else []:
-        count = summary.stage_moves.get(stage.value, 0)
-        for target in _targets(stage.enroll) if count else []:
-            lines.append(f"  would enroll {count} in {target} (entering stage {stage.value})")
-    for segment in config.segments:
-        for move, verb in (("entered", "enroll"), ("left", "remove")):
-            count = summary.segment_moves.get(f"{move} {segment.name}", 0)
-            targets = _targets(segment.enroll) if move == "entered" else (
-                [f"list {segment.enroll.list!r}"] if segment.enroll and segment.enroll.list else [])
-            for target in targets if count else []:
-                lines.append(f"  would {verb} {count} {'in' if verb == 'enroll' else 'from'} {target} "
-                             f"({move} segment {segment.name})")
-    return lines
-
-
-def plan_text(summary: RunSummary, config: Config) -> str:
-    stage_property = config.funnel.property if config.funnel else None
-    lines = [summary_text(summary, title="plan (nothing written)")]
-    if summary.preview is not None and summary.preview.lost_state is not None:
-        lines.insert(0, summary.preview.lost_state.in_plan())
-    lines += enrollments_planned(summary, config)
-    preview = summary.preview
-    if preview is None:
-        return "\n".join(lines)
-    for write in preview.writes:
-        change = ", ".join(f"{name}={value!r}" for name, value in sorted(write.properties.items()))
-        lines.append(f"  write {write.email}: {change}")
-        if stage_property in write.properties:
-            lines.append(f"    stage {write.previous_stage or '(none)'} -> {write.properties[stage_property]}")
-    if summary.to_write > len(preview.writes):
-        lines.append(f"  ... and {summary.to_write - len(preview.writes)} more contacts")
-    for refusal in summary.refused[:PLAN_LINES_SHOWN]:
-        lines.append(f"  reject {refusal.email}: {refusal.reason}")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,7 +50,8 @@ CHUNK = 2000
 
 
 class PlanSink(Protocol):
-    def add_writes(self, writes: Sequence[PlannedWrite]) -> None: ...
+    # held: what the state says each contact of `writes` that it knows was last written with
+    def add_writes(self, writes: Sequence[PlannedWrite], held: Mapping[str, Mapping[str, str]]) -> None: ...
     def add_segment_changes(self, changes: Sequence[SegmentChange]) -> None: ...
     def add_unsent(self, changes: dict[str, tuple[str, datetime | None]]) -> None: ...
     def drop_writes(self, emails: set[str]) -> list[PlannedWrite]: ...
@@ -200,7 +201,7 @@ class Planner:
         if self.rejected:  # a contact HubSpot already holds as it should be has nothing to retry
             planned = {write.email for write in writes}
             plan.settled.update(email for email in desired.keys() & self.rejected if email not in planned)
-        self.sink.add_writes(writes)
+        self.sink.add_writes(writes, written)
         if segment_changes:
             self.sink.add_segment_changes(segment_changes)
         if unsent:

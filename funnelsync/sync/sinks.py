@@ -10,8 +10,6 @@ from funnelsync.state.store import PlannedWrite, SegmentChange, StateStore
 from funnelsync.sync.lost_state import LostState
 from funnelsync.sync.outcomes import segment_change_operations
 
-PREVIEW_LIMIT = 200
-
 
 class JournalSink:
     """Journals planned writes in batches of the CRM's batch size as the plan finds them."""
@@ -26,7 +24,7 @@ class JournalSink:
         self._pending: list[PlannedWrite] = []
         self._next_batch = 0
 
-    def add_writes(self, writes: Sequence[PlannedWrite]) -> None:
+    def add_writes(self, writes: Sequence[PlannedWrite], held: Mapping[str, Mapping[str, str]]) -> None:
         self._pending += writes
         full = len(self._pending) - len(self._pending) % self.batch_size
         if full:
@@ -56,29 +54,38 @@ class JournalSink:
 
 
 class PreviewSink:
-    """Keeps the first writes for printing, and which contacts are written, for the counts."""
+    """Keeps every change for `plan` to show: each write with the values it replaces, and the
+    segment changes. It grows with the changes, as `plan --format json` does."""
 
-    def __init__(self, limit: int = PREVIEW_LIMIT) -> None:
-        self.limit = limit
-        self.writes: list[PlannedWrite] = []
+    def __init__(self) -> None:
         self.unsent = 0
         self.lost_state: LostState | None = None  # a real run would stop before writing
+        self.segment_changes: list[SegmentChange] = []
+        # email -> what the state says the contact holds of the properties its write changes;
+        # none for a contact new to the state
+        self.held: dict[str, dict[str, str]] = {}
         self._planned: dict[str, PlannedWrite] = {}
 
-    def add_writes(self, writes: Sequence[PlannedWrite]) -> None:
-        room = self.limit - len(self.writes)
-        if room > 0:
-            self.writes += writes[:room]
-        self._planned.update((w.email, w) for w in writes)
+    @property
+    def writes(self) -> list[PlannedWrite]:
+        """In the order planned."""
+        return list(self._planned.values())
+
+    def add_writes(self, writes: Sequence[PlannedWrite], held: Mapping[str, Mapping[str, str]]) -> None:
+        for write in writes:
+            self._planned[write.email] = write
+            if (values := held.get(write.email)) is not None:
+                self.held[write.email] = {name: values.get(name, "") for name in write.properties}
 
     def add_unsent(self, changes: dict[str, tuple[str, datetime | None]]) -> None:
         self.unsent += len(changes)
 
     def add_segment_changes(self, changes: Sequence[SegmentChange]) -> None:
-        pass  # counted by the plan
+        self.segment_changes += changes
 
     def drop_writes(self, emails: set[str]) -> list[PlannedWrite]:
-        self.writes = [w for w in self.writes if w.email not in emails]
+        for email in emails:
+            self.held.pop(email, None)
         return [self._planned.pop(email) for email in emails & self._planned.keys()]
 
     def finish(self) -> None:
