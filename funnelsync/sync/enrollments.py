@@ -10,6 +10,7 @@ anyone twice. List changes are idempotent and simply resent. A refused enrollmen
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import uuid
@@ -149,9 +150,7 @@ class EnrollmentRunner:
             if self._stopping():
                 break
             if kind in LIST_KINDS:
-                changes = list(group)
-                self._change_list(changes)
-                lists.advance(len(changes))
+                self._change_list(list(group), lists)
                 continue
             send_all(group, self._enroll, lambda operation, _: enrolling.advance(1), width=self.width,
                      stop=self.stop, key=lambda operation: str(operation.email))
@@ -176,29 +175,49 @@ class EnrollmentRunner:
         for operation in operations:
             telemetry.enrollments(operation.kind, "failed")
 
-    def _change_list(self, operations: list[Operation]) -> None:
+    def _change_list(self, operations: list[Operation], clock: PhaseClock) -> None:
+        """One list's adds (or removes), in calls of as many contacts as HubSpot takes, several in flight."""
         key = _target_key(operations[0])
         if key in self.summary.problems:
             self._fail(operations, self.summary.problems[key])
+            clock.advance(len(operations))
             return
         known = [op for op in operations if op.email in self._record_ids]
-        if len(known) < len(operations):
-            self._fail([op for op in operations if op.email not in self._record_ids], NOT_IN_HUBSPOT)
-        if not known:
-            return
-        ids = [op.id for op in known if op.id is not None]
+        unknown = [op for op in operations if op.email not in self._record_ids]
+        if unknown:
+            self._fail(unknown, NOT_IN_HUBSPOT)
+            clock.advance(len(unknown))
         try:
-            list_id = self._list_id(str(operations[0].target))
-            self._mark(ids, OperationStatus.STARTED)
-            self.crm.change_list(list_id, [self._record_ids[str(op.email)] for op in known],
-                                 add=operations[0].kind == OperationKind.LIST_ADD)
+            list_id = self._list_id(str(operations[0].target)) if known else ""
         except DailyLimitReached:
             raise
         except FunnelsyncError as error:
             self._failed_target(key, known, error)
+            clock.advance(len(known))
+            return
+        size = self.crm.contacts_per_list_change
+        chunks = [known[start : start + size] for start in range(0, len(known), size)]
+        send_all(chunks, functools.partial(self._change_chunk, list_id, key),
+                 lambda chunk, _: clock.advance(len(chunk)), width=self.width, stop=self.stop)
+
+    def _change_chunk(self, list_id: str, key: str, chunk: list[Operation]) -> None:
+        """One list-membership call, on a worker thread: marked before it is sent and after."""
+        if key in self.summary.problems:
+            self._fail(chunk, self.summary.problems[key])
+            return
+        ids = [op.id for op in chunk if op.id is not None]
+        self._mark(ids, OperationStatus.STARTED)
+        try:
+            self.crm.change_list(list_id, [self._record_ids[str(op.email)] for op in chunk],
+                                 add=chunk[0].kind == OperationKind.LIST_ADD)
+        except DailyLimitReached:
+            raise
+        except FunnelsyncError as error:
+            self._failed_target(key, chunk, error)
             return
         self._mark(ids, OperationStatus.DONE)
-        self.summary.count(operations[0].kind, len(known))
+        with self._lock:
+            self.summary.count(chunk[0].kind, len(chunk))
 
     def _list_id(self, name: str) -> str:
         if name not in self._list_ids:

@@ -50,8 +50,4 @@ class ApiPaths:
             return "/events/2026-03"
         return self._dated("/events/custom", "/events/v3")
 
-    @property
-    def account(self) -> str:
-        return self._dated("/account-info", "/account-info/v3")
-
     workflows = "/automation/v2/workflows"  # no date-versioned equivalent
