@@ -18,7 +18,7 @@ from funnelsync.state import StateStore
 from funnelsync.state.models import OperationKind, OperationStatus, RunOutcome
 from funnelsync.sync.engine import RunSummary, SyncEngine
 from funnelsync.sync.enrollments import SENDS_PER_RUN
-from tests.conftest import TOKEN, Analytics, config_data
+from tests.conftest import TOKEN, Analytics, api_path, config_data
 
 WORKFLOW = 1234567
 SEQUENCE = "5550001"
@@ -192,6 +192,23 @@ def test_segment_list_membership_follows_the_data_both_ways(
     assert second.segment_moves == {"left quiet_engineers": 1}
     assert members(sandbox, "Onboarding: no API calls yet") == set()
     assert sandbox.store.contacts_by_email()["ada@example.com"]["properties"]["in_quiet_engineers"] == "false"
+
+
+def test_a_lists_adds_and_removes_of_one_run_go_in_one_call_each_however_the_journal_interleaves_them(
+    config: Config, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    quiet = "Onboarding: no API calls yet"
+    for i in range(8):
+        analytics.add(f"dev{i}@example.com", calls=0, role="Engineering" if i % 2 else "Sales")
+    sync(config)
+    for i in range(8):  # the engineers leave the segment, the others enter it, alternating in the data
+        analytics.set_role(f"dev{i}@example.com", "Sales" if i % 2 else "Engineering")
+    before = len(answered_requests(sandbox, api_path("/crm/v3/lists")))
+    second = sync(config)
+    calls = [r["path"] for r in answered_requests(sandbox, api_path("/crm/v3/lists"))[before:]]
+    assert second.segment_moves == {"entered quiet_engineers": 4, "left quiet_engineers": 4}
+    assert members(sandbox, quiet) == {f"dev{i}@example.com" for i in range(0, 8, 2)}
+    assert sorted(path.rpartition("/")[2] for path in calls if "/memberships/" in path) == ["add", "remove"]
 
 
 def test_funnel_timing_is_computed_from_signup_and_stage_entries(

@@ -14,6 +14,7 @@ import functools
 import json
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -108,6 +109,22 @@ def _target_key(operation: Operation) -> str:
     return f"{kind} {operation.target}"
 
 
+def _list_calls(operations: list[Operation]) -> list[list[Operation]]:
+    """One list's adds and removes as few calls' worth as keeps each contact's own changes in
+    order: a contact's first change goes in the first round (its adds together, its removes
+    together), its second in the next round, and so on; a round holds each contact once."""
+    rounds: list[list[Operation]] = []
+    seen: Counter[str] = Counter()
+    for operation in operations:
+        position = seen[str(operation.email)]
+        seen[str(operation.email)] += 1
+        if position == len(rounds):
+            rounds.append([])
+        rounds[position].append(operation)
+    return [changes for each in rounds for kind in LIST_KINDS
+            if (changes := [op for op in each if op.kind == kind])]
+
+
 def _by_target(operations: list[Operation]) -> list[Operation]:
     """Each target's operations together, in the order planned: the changes to one list then go
     in a few calls however the journal interleaved them with other targets' (a contact's own
@@ -146,11 +163,12 @@ class EnrollmentRunner:
         lists = self._clock(CHANGING_LISTS, [op for op in operations if op.kind in LIST_KINDS],
                             self.crm.contacts_per_list_change)
         enrolling = self._clock(ENROLLING, [op for op in operations if op.kind not in LIST_KINDS], 1)
-        for (kind, _target), group in groupby(_by_target(operations), key=lambda op: (op.kind, op.target)):
+        for key, group in groupby(_by_target(operations), key=_target_key):
             if self._stopping():
                 break
-            if kind in LIST_KINDS:
-                self._change_list(list(group), lists)
+            if key.startswith("list "):
+                for changes in _list_calls(list(group)):
+                    self._change_list(changes, lists)
                 continue
             send_all(group, self._enroll, lambda operation, _: enrolling.advance(1), width=self.width,
                      stop=self.stop, key=lambda operation: str(operation.email))

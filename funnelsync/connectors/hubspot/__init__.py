@@ -1,5 +1,8 @@
-"""The HubSpot CRM connector, through the official `hubspot-api-client`: one object per role,
-sharing one client (its rate budget, retries and call count)."""
+"""The HubSpot CRM connector: one object per role, sharing one transport (its API version's
+paths, rate budget, retries and call count). HubSpot's generated client (`hubspot-api-client`
+12) speaks only the numbered paths, so requests go over `requests` on the paths of `paths.py`,
+with the bodies of HubSpot's published API descriptions; the sandbox checks them against the
+generated client's models."""
 
 from __future__ import annotations
 
