@@ -10,7 +10,7 @@ What runs where:
 * The sandbox (`SandboxServer(requests_per_10s=LIMIT)`) runs in this process, in threads, so its
   memory and CPU are not counted against the sync. The config's `requests_per_10s` is LIMIT too.
 * Each sync is a child process, `funnelsync -c CONFIG --json-logs sync`, exactly as an operator
-  runs it, started by a small launcher process (this file with `--launch`) that waits for it with
+  runs it, started by a small launcher process (`bench/common.py --launch`) that waits for it with
   `os.wait4()`: its peak RSS is that `ru_maxrss`, its CPU time `ru_utime + ru_stime`, its wall
   time is measured around the process (start-up included). See `run_child` for why a launcher.
 * HubSpot calls, 429s and the achieved request rate come from the sandbox's request log
@@ -28,7 +28,6 @@ contact arrived, the re-sync wrote exactly the changed ones).
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import math
 import os
@@ -41,71 +40,41 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import common
-from common import COMPANIES, FIRST, LAST, PLAN_WEIGHTS, PLANS, ROLE_WEIGHTS, ROLES
+from common import (
+    BATCH,
+    SEED,
+    TOKEN,
+    TOKEN_ENV,
+    WINDOW_SECONDS,
+    Child,
+    build_source,
+    code_fingerprint,
+    engine_seconds,
+    funnelsync_argv,
+    is_provisioning,
+    is_upsert,
+    last_run,
+    run_child,
+    window_rates,
+    write_config,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))  # after PYTHONPATH, so that a --ref snapshot wins
 
-TOKEN = "bench-token-0123456789"
-TOKEN_ENV = "FUNNELSYNC_BENCH_HUBSPOT_TOKEN"
-UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
+# the naive baseline's `basic_api.create`: the generated client calls the numbered path; funnelsync
+# upserts under its configured API version (date-versioned by default), matched by `is_upsert`
 CREATE_PATH = "/crm/v3/objects/contacts"
-PROPERTIES_PREFIX = "/crm/v3/properties/"
-WINDOW_SECONDS = 10.0
-BATCH = 100
-SEED = 20261122
 MARK_START = "<!-- bench:results:start -->"
 MARK_END = "<!-- bench:results:end -->"
 
 
-# (source column, HubSpot name, label, type, options): the repository's config.toml mapping
-PROPERTIES = [
-    ("used_event_count", "used_event_count", "Used Event Count", "number", None),
-    ("error_count", "api_error_count", "API errors (last day)", "number", None),
-    ("calls_last_30_days", "api_calls_last_30_days", "API calls (last 30 days)", "number", None),
-    ("role", "developer_role", "Developer role", "enumeration", ROLES),
-    ("plan", "api_plan", "API plan", "enumeration", PLANS),
-    ("signed_up_at", "api_signed_up_at", "Signed up for the API", "date", None),
-    ("first_event_at", "first_api_call_at", "First API call", "date", None),
-    ("last_event_at", "last_api_call_at", "Last API call", "date", None),
-]
-QUERY = ("SELECT email, role, plan, signed_up_at, used_event_count, error_count, "
-         "calls_last_30_days, first_event_at, last_event_at FROM usage")
-
-
 # -- the source database ----------------------------------------------------------------------
-
-def build_source(path: Path, count: int, seed: int = SEED) -> None:
-    """A `usage` table of `count` developers (their usage: `common.api_usage`)."""
-    rng = random.Random(seed)
-    today = date(2026, 11, 1)
-    rows = []
-    for number in range(count):
-        first, last, company = rng.choice(FIRST), rng.choice(LAST), rng.choice(COMPANIES)
-        signed_up = today - timedelta(days=rng.randint(1, 900))
-        used, errors, last30, first_event, last_event = common.api_usage(rng, signed_up, today)
-        rows.append((
-            f"{first}.{last}.{number}@{company}.example.com", f"{first.title()} {last.title()}",
-            company.title(), rng.choices(ROLES, ROLE_WEIGHTS)[0], rng.choices(PLANS, PLAN_WEIGHTS)[0],
-            signed_up.isoformat(), used, errors, last30, first_event, last_event,
-        ))
-    db = sqlite3.connect(path)
-    with db:
-        db.execute(
-            "CREATE TABLE usage (email TEXT PRIMARY KEY, name TEXT NOT NULL, company TEXT NOT NULL, "
-            "role TEXT NOT NULL, plan TEXT NOT NULL, signed_up_at TEXT NOT NULL, "
-            "used_event_count INTEGER NOT NULL, error_count INTEGER NOT NULL, "
-            "calls_last_30_days INTEGER NOT NULL, first_event_at TEXT, last_event_at TEXT)"
-        )
-        db.executemany("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    db.close()
-
 
 def change_usage(path: Path, fraction: float, seed: int = SEED + 1) -> dict[str, int]:
     """Change `used_event_count` of `fraction` of the developers; returns email -> new value."""
@@ -119,31 +88,6 @@ def change_usage(path: Path, fraction: float, seed: int = SEED + 1) -> dict[str,
                        [(value, email) for email, value in changed.items()])
     db.close()
     return changed
-
-
-def write_config(path: Path, *, source: Path, base_url: str, state: Path, limit: int) -> None:
-    q = json.dumps  # a JSON string of ASCII is a TOML basic string
-    lines = [
-        "[source]", 'kind = "sql"', f"url = {q('sqlite:///' + str(source))}", 'key = "email"',
-        f"query = {q(QUERY)}", "",
-        "[hubspot]", f"base_url = {q(base_url)}", f"token_env = {q(TOKEN_ENV)}",
-        f"requests_per_10s = {limit}", 'property_group = "funnelsync"', "",
-        "[state]", f"url = {q('sqlite:///' + str(state))}", "",
-    ]
-    for column, name, label, type_, options in PROPERTIES:
-        lines += ["[[properties]]", f"column = {q(column)}", f"name = {q(name)}",
-                  f"label = {q(label)}", f"type = {q(type_)}"]
-        if options:
-            lines.append(f"options = {json.dumps(options)}")
-        lines.append("")
-    lines += [
-        "[funnel]", 'metric = "used_event_count"', 'property = "api_integration_stage"',
-        'label = "API integration stage"', "",
-        "[[funnel.stages]]", 'value = "top"', 'label = "Not yet integrated"', "",
-        "[[funnel.stages]]", 'value = "middle"', 'label = "Integrated in sandbox"', "above = 0", "",
-        "[[funnel.stages]]", 'value = "bottom"', 'label = "Integrated in production"', "above = 1000",
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 # -- the sandbox, with single-contact create for the naive baseline ----------------------------
@@ -187,123 +131,6 @@ def bench_sandbox(limit: int) -> Any:
     return BenchSandbox(token=TOKEN, requests_per_10s=limit)
 
 
-# -- running one sync as a child process -------------------------------------------------------
-
-@dataclass
-class Child:
-    exit_status: int
-    wall_seconds: float
-    started: float  # time.time(), to line up with the request log
-    finished: float
-    peak_rss_mb: float
-    cpu_seconds: float
-    stdout: str
-    stderr: str
-    launcher_rss_mb: float
-    sandbox_cores: float  # CPU of this process (the sandbox) per second of the sync
-    other_cores: float  # CPU of every other process on the machine per second of the sync
-
-
-def run_child(argv: list[str], workdir: Path, name: str) -> Child:
-    """Run `argv` through a small launcher process (this file, `--launch`), which waits for it
-    with `os.wait4` and reports its rusage.
-
-    Why a launcher: on Linux a child's `ru_maxrss` starts from the memory of the process that
-    spawned it (exec records the high-water mark of the memory it replaces, and the spawned
-    process shares or copies the spawner's), so a child of this process -- which holds the
-    sandbox and its contacts -- would report at least this process's RSS. The launcher is a
-    fresh, small interpreter, so what its child reports is the child's own peak (or the
-    launcher's few MB, whichever is larger; `launcher_rss_mb` records that floor)."""
-    env = {**os.environ, TOKEN_ENV: TOKEN, "PYTHONHASHSEED": "0"}
-    out_path, err_path = workdir / f"{name}.out", workdir / f"{name}.err"
-    report = workdir / f"{name}.rusage.json"
-    launcher = [sys.executable, "-S", str(Path(__file__).resolve()), "--launch", str(report),
-                str(out_path), str(err_path), "--", *argv]
-    busy_before, mine_before = machine_busy_seconds(), own_cpu_seconds()
-    subprocess.run(launcher, env=env, cwd=workdir, check=True)
-    busy, mine = machine_busy_seconds() - busy_before, own_cpu_seconds() - mine_before
-    usage = json.loads(report.read_text())
-    # CPU the rest of the machine used meanwhile: all busy time minus this process (the
-    # sandbox), the launcher and the sync
-    others = max(0.0, busy - mine - usage["cpu_seconds"] - usage["launcher_cpu_seconds"])
-    return Child(usage["exit_status"], usage["wall_seconds"], usage["started"], usage["finished"],
-                 usage["peak_rss_mb"], usage["cpu_seconds"], out_path.read_text(),
-                 err_path.read_text(), usage["launcher_rss_mb"], mine / usage["wall_seconds"],
-                 others / usage["wall_seconds"])
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def launch(report: str, out_path: str, err_path: str, argv: list[str]) -> int:
-    """The launcher: run `argv`, wait for it with `os.wait4`, write its rusage to `report`."""
-    def high_water_mb() -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-        return float("nan")
-
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        floor = high_water_mb()
-        started = time.time()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        finished = time.time()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    import resource
-
-    launcher = resource.getrusage(resource.RUSAGE_SELF)
-    Path(report).write_text(json.dumps({
-        "launcher_cpu_seconds": launcher.ru_utime + launcher.ru_stime,
-        "exit_status": proc.returncode, "wall_seconds": wall, "started": started,
-        "finished": finished, "peak_rss_mb": usage.ru_maxrss / 1024.0,
-        "cpu_seconds": usage.ru_utime + usage.ru_stime, "launcher_rss_mb": floor}))
-    return 0
-
-
-def funnelsync_argv(config: Path) -> list[str]:
-    script = Path(sys.executable).parent / "funnelsync"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "funnelsync"]
-    return [*base, "-c", str(config), "--json-logs", "sync"]
-
-
-def last_run(state: Path) -> dict[str, Any]:
-    db = sqlite3.connect(state)
-    try:
-        db.row_factory = sqlite3.Row
-        row = db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
-    finally:
-        db.close()
-    return dict(row) if row else {}
-
-
-def engine_seconds(stderr: str) -> float | None:
-    for line in stderr.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "sync finished":
-            return float(event.get("seconds", 0.0))
-    return None
-
-
 # -- what the request log says -----------------------------------------------------------------
 
 @dataclass
@@ -343,32 +170,22 @@ class Measured:
     checks: list[str] = field(default_factory=list)
 
 
-def window_rates(times: list[float], start: float, end: float) -> tuple[int | None, float | None, int]:
-    """Admitted requests in trailing 10-s windows (t - 10 s, t], for t every 0.1 s and at every
-    request from `start` to `end`: (max, mean, number of windows); None when start > end.
-
-    A trailing window is what the limiter looks at when a request arrives, so a client sending
-    100 requests in 4 s and then waiting 6 s (as a sequential client does) still counts 100."""
-    if start > end:
-        return None, None, 0
-    steps = int((end - start) / 0.1)
-    ends = [start + i * 0.1 for i in range(steps + 1)]
-    ends += [t for t in times if start <= t <= end]
-    counts = [bisect.bisect_right(times, t) - bisect.bisect_right(times, t - WINDOW_SECONDS)
-              for t in ends]
-    return max(counts), sum(counts) / len(counts), len(counts)
+def is_create(entry: dict[str, Any]) -> bool:
+    """The naive baseline's one-contact write."""
+    return entry["method"] == "POST" and entry["path"].rstrip("/") == CREATE_PATH
 
 
 def measure(label: str, size: int, changed: int, child: Child, log: list[dict[str, Any]],
-            run: dict[str, Any], *, write_path: str) -> Measured:
+            run: dict[str, Any], *, naive: bool = False) -> Measured:
+    is_write = is_create if naive else is_upsert
     statuses = Counter(f"{r['method']} {r['path']} {r['status']}" for r in log)
-    writes = [r for r in log if r["path"] == write_path]
+    writes = [r for r in log if is_write(r)]
     upserts = [r for r in writes if 200 <= r["status"] < 300]
-    provisioning = [r for r in log if r["path"].startswith(PROPERTIES_PREFIX)]
-    other = [r for r in log if r["path"] != write_path and not r["path"].startswith(PROPERTIES_PREFIX)]
+    provisioning = [r for r in log if is_provisioning(r)]
+    other = [r for r in log if not is_write(r) and not is_provisioning(r)]
     admitted = sorted(r["time"] for r in log if r["status"] != 429)
     needed = sum(1 for r in provisioning if r["status"] != 429 and r["status"] < 500)
-    floor = (math.ceil(changed / BATCH) if write_path == UPSERT_PATH else changed) + needed
+    floor = (changed if naive else math.ceil(changed / BATCH)) + needed
     if writes:
         start, end = writes[0]["time"], writes[-1]["time"]
         # windows that lie wholly within the sync: from 10 s after its first request
@@ -423,8 +240,7 @@ def bench_size(size: int, limit: int, root: Path) -> list[Measured]:
         print(f"[N={size:,}] backfill ...", flush=True)
         mark = len(sandbox.store.request_log())
         child = run_child(funnelsync_argv(config), workdir, "backfill")
-        backfill = measure("backfill", size, size, child, log_since(sandbox, mark), last_run(state),
-                           write_path=UPSERT_PATH)
+        backfill = measure("backfill", size, size, child, log_since(sandbox, mark), last_run(state))
         contacts = sandbox.store.contacts_by_email()
         backfill.checks.append(f"sandbox holds {len(contacts):,} contacts (expected {size:,})")
         if child.exit_status != 0:
@@ -438,7 +254,7 @@ def bench_size(size: int, limit: int, root: Path) -> list[Measured]:
         child = run_child(funnelsync_argv(config), workdir, "resync")
         run = last_run(state)
         resync = measure("re-sync 1%", size, int(run.get("contacts_changed", len(changed))), child,
-                         log_since(sandbox, mark), run, write_path=UPSERT_PATH)
+                         log_since(sandbox, mark), run)
         contacts = sandbox.store.contacts_by_email()
         arrived = sum(1 for email, value in changed.items()
                       if contacts.get(email, {}).get("properties", {}).get("used_event_count") == str(value))
@@ -467,7 +283,7 @@ def bench_naive(size: int, limit: int, root: Path) -> tuple[Measured, Measured]:
         print(f"[naive N={size:,}] funnelsync backfill ...", flush=True)
         child = run_child(funnelsync_argv(config), workdir, "funnelsync")
         ours = measure("funnelsync backfill", size, size, child, log_since(sandbox, 0),
-                       last_run(state), write_path=UPSERT_PATH)
+                       last_run(state))
         contacts = sandbox.store.contacts_by_email()
         ours.checks.append(f"sandbox holds {len(contacts):,} contacts (expected {size:,})")
         if child.exit_status != 0:
@@ -495,7 +311,7 @@ def bench_naive(size: int, limit: int, root: Path) -> tuple[Measured, Measured]:
         except (ValueError, IndexError):
             run = {}
         naive = measure("naive backfill", size, size, child, log_since(sandbox, 0), run,
-                        write_path=CREATE_PATH)
+                        naive=True)
         held = sandbox.store.contacts_by_email()
         same = sum(1 for email, values in spec["contacts"].items()
                    if all(held.get(email, {}).get("properties", {}).get(k) == v
@@ -596,18 +412,6 @@ def report_one(m: Measured, limit: int) -> None:
         print(f"    check: {check}", flush=True)
 
 
-def code_fingerprint(package: Path) -> str:
-    """A hash of the funnelsync sources under test, to notice them changing during a run."""
-    import hashlib
-
-    digest = hashlib.blake2b(digest_size=8)
-    for path in sorted(package.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(package)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def snapshot(ref: str, into: Path) -> str:
     """`git archive REF funnelsync` into `into` (read-only for the repository): the sync
     children and the sandbox import funnelsync from there, so edits to the working tree
@@ -623,8 +427,7 @@ def snapshot(ref: str, into: Path) -> str:
     into.mkdir(parents=True)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
-    sys.path.insert(0, str(into))
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(into), os.environ.get("PYTHONPATH")]))
+    common.import_funnelsync_from(into)
     return commit
 
 
@@ -748,20 +551,6 @@ process under 300 MB at N = 100,000.
 """
 
 
-def write_out(path: Path, body: str) -> None:
-    """Replace what is between this benchmark's marks; without them, append this benchmark's
-    section. Everything else in the file (other benchmarks, hand-written notes) is kept."""
-    block = f"{MARK_START}\n{body}\n{MARK_END}"
-    text = path.read_text() if path.exists() else ""
-    if MARK_START in text and MARK_END in text:
-        head, _, rest = text.partition(MARK_START)
-        _, _, tail = rest.partition(MARK_END)
-        path.write_text(head + block + tail)
-    else:
-        start = text.rstrip("\n") + "\n\n" if text.strip() else "# Benchmarks\n\n"
-        path.write_text(start + INTRO + "### Results\n\n" + block + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated contact counts")
@@ -774,13 +563,8 @@ def main() -> int:
                         "instead of the working tree")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--naive-child", metavar="SPEC", help=argparse.SUPPRESS)
-    parser.add_argument("--launch", nargs=3, metavar=("REPORT", "STDOUT", "STDERR"),
-                        help=argparse.SUPPRESS)
-    parser.add_argument("argv", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--naive-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.launch:
-        return launch(*args.launch, args.argv)
     if args.naive_child:
         return naive_child(args.naive_child, args.naive_url, args.limit)
     if args.quick:
@@ -827,7 +611,7 @@ def main() -> int:
                                          "naive": [asdict(m) for m in naive] if naive else None},
                                         indent=1))
     if args.out:
-        write_out(args.out, body)
+        common.write_section(args.out, body, (MARK_START, MARK_END), INTRO)
         print(f"\nwrote {args.out}")
     return 0
 
