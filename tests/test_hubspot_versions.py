@@ -229,3 +229,15 @@ def test_a_token_without_the_event_scopes_fails_only_the_event_enrollment_naming
         assert synced.returncode == 1, synced.stderr
         assert len(sandbox.store.contacts_by_email()) == 4
         assert sandbox.store.event_occurrences() == []
+
+
+def test_an_event_definition_whose_answer_was_lost_is_read_back_not_made_twice(
+    analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    seed(analytics)
+    config = parse_config(enrolling_config(analytics, sandbox, tmp_path, NEWEST_API_VERSION))
+    sandbox.inject_fault("POST", f"/events/custom/{NEWEST_API_VERSION}/event-definitions", kind="reset_after", count=1)
+    assert run_sync(config, dry_run=False).outcome == RunOutcome.OK
+    [definition] = sandbox.store.all_event_definitions()
+    assert definition.name == "entered_production"
+    assert sorted(o["email"] for o in sandbox.store.event_occurrences()) == ["cy@example.com", "di@example.com"]
