@@ -65,7 +65,9 @@ def send_all(items: Iterable[Item], send: Callable[[Item], Result], record: Call
     running: dict[Future[Result], Item] = {}
     failure: BaseException | None = None
     with ThreadPoolExecutor(MOST_WORKERS, thread_name_prefix="funnelsync-request") as workers:
+        answered: list[tuple[Item, Result]] = []
         while True:
+            # The next requests go out first: what came back is recorded while they are on their way.
             while failure is None and not stop.is_set() and len(running) < max(width(), 1):
                 item = queue.next_free()
                 if item is None:
@@ -73,6 +75,12 @@ def send_all(items: Iterable[Item], send: Callable[[Item], Result], record: Call
                 queue.take(item)
                 context = contextvars.copy_context()  # the run's metrics and log context go along
                 running[workers.submit(context.run, send, item)] = item
+            for item, result in answered:
+                try:
+                    record(item, result)
+                except BaseException as exc:  # the state refused: send nothing more, finish what is in flight
+                    failure = failure or exc
+            answered = []
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -82,12 +90,7 @@ def send_all(items: Iterable[Item], send: Callable[[Item], Result], record: Call
                 error = future.exception()
                 if error is not None:
                     failure = failure or error
-                    continue
-                try:
-                    record(item, future.result())
-                except BaseException as exc:  # the state refused: send nothing more, finish what is in flight
-                    failure = failure or exc
-            if queue.empty() and not running:
-                break
+                else:
+                    answered.append((item, future.result()))
     if failure is not None:
         raise failure
