@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -68,9 +68,10 @@ def hidden(url: str) -> str:
 
 
 def state_config(analytics: Analytics, sandbox: SandboxServer, tmp_path: Path, state_url: str,
-                 name: str = "config") -> Path:
+                 name: str = "config", **hubspot: Any) -> Path:
     data = config_data(analytics, sandbox.url, tmp_path / "unused.db")
     data["state"]["url"] = state_url
+    data["hubspot"].update(hubspot)
     return write_toml(tmp_path / f"{name}.toml", data)
 
 
@@ -307,7 +308,8 @@ def test_a_dropped_postgresql_connection_ends_the_sync_with_exit_3_and_the_next_
 ) -> None:
     calls = dict.fromkeys(analytics.add_many(600, calls=5), 5)
     url = with_password(postgres_url)
-    path = state_config(analytics, sandbox, tmp_path, url)
+    # one batch at a time, so that the connection drops while some of the contacts are still unsent
+    path = state_config(analytics, sandbox, tmp_path, url, concurrency=1)
     for _ in range(6):
         sandbox.inject_fault(kind="slow", delay=0.5)
     sync = subprocess.Popen([sys.executable, "-m", "funnelsync", "-c", str(path), "sync"],
