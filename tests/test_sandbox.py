@@ -574,3 +574,25 @@ def test_the_state_is_served_as_json_and_reset_forgets_everything(
     assert requests.post(sandbox.url + "/_sandbox/reset", timeout=5).status_code == 200
     assert emails_in(sandbox) == set()
     assert "used_event_count" not in sandbox.store.properties()
+
+
+# the wire-format check, and the benchmark's way around it
+
+
+def test_a_body_the_clients_model_refuses_is_400_unless_wire_checks_are_off() -> None:
+    """An upsert input without `properties` breaks the client's model, which requires it: HubSpot's
+    400. With `wire_checks=False` (for benchmarks) nothing checks the body before the handler,
+    which fails on it (500); a well-formed batch goes through either way."""
+    missing_properties = {"inputs": [{"id": "dev@example.com", "idProperty": "email"}]}
+    well_formed = {"inputs": [{"id": "dev@example.com", "idProperty": "email", "properties": {"email": "dev@example.com"}}]}
+    for checked in (True, False):
+        with Sandbox(token=TOKEN, wire_checks=checked) as server:
+            refused = api(server, "POST", UPSERT, json=missing_properties)
+            written = api(server, "POST", UPSERT, json=well_formed)
+            assert written.status_code == 200, written.text
+            assert emails_in(server) == {"dev@example.com"}
+        if checked:
+            assert refused.status_code == 400
+            assert "Invalid input JSON" in refused.json()["message"]
+        else:
+            assert refused.status_code == 500
