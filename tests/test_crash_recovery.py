@@ -38,6 +38,11 @@ NEXT = {"top": "middle", "middle": "bottom", "bottom": "bottom"}
 STARTUP_SECONDS = 0.8
 PHASES = {api_path("/crm/v3/properties/contacts"): "provisioning", api_path("/crm/v3/objects/contacts"): "writes",
           api_path("/crm/v3/lists"): "lists", "/automation": "enrollments"}
+KILL_AIMS = ("provisioning", "writes", "lists", "enrollments", "anywhere")
+
+
+def phase_of(path: str) -> str:
+    return next((phase for prefix, phase in PHASES.items() if path.startswith(prefix)), "other")
 
 
 class Scenario:
@@ -59,6 +64,7 @@ class Scenario:
         data["state"]["url"] = state_url
         data["hubspot"]["requests_per_10s"] = 250
         data["hubspot"]["concurrency"] = 8  # many requests in flight when the kill comes
+        data["hubspot"]["batch_size"] = 20  # and enough batches that the writes last a while
         stages = data["funnel"]["stages"]
         stages[0]["enroll"] = {"sequence": {"id": SEQUENCE, "sender_email": "devrel@example.com", "user_id": USER}}
         stages[1]["enroll"] = {"workflow_id": WORKFLOW}
@@ -95,27 +101,34 @@ class Scenario:
                                     stdout=out, stderr=subprocess.STDOUT, env={**os.environ, TOKEN_ENV: TOKEN})
 
     def phase_now(self) -> str:
-        log = self.sandbox.store.request_log()
-        if not log:
-            return "starting"
-        path = str(log[-1]["path"])
-        return next((phase for prefix, phase in PHASES.items() if path.startswith(prefix)), "other")
+        paths = self.sandbox.store.paths_since(0)
+        return phase_of(paths[-1]) if paths else "starting"
 
     def kill_cycles(self, kills: int, log: Path, between_runs: Callable[[], None] = lambda: None) -> None:
-        """Start syncs and kill each at a random moment of a typical run, until `kills` landed
-        mid-run; a run that finished first is followed by new usage."""
+        """Start syncs and kill each mid-run, until `kills` landed: as many kills aimed at each
+        phase (right after its first request is answered), so that every phase gets kills however
+        fast it runs, as at a random moment of a typical run. A run that finished first (or never
+        reached the phase aimed at) is followed by new usage."""
         durations = [4.0]
+        aimed: Counter[str] = Counter()
         for _ in range(kills * 5):
             if sum(self.kill_phases.values()) >= kills:
                 return
+            aim = min(KILL_AIMS, key=lambda phase: aimed[phase])  # the aim with fewest kills yet
             started = time.monotonic()
+            seen = len(self.sandbox.store.paths_since(0))
             process = self.start_sync(log)
-            time.sleep(self.rng.uniform(STARTUP_SECONDS, sorted(durations)[len(durations) // 2]))
+            typical = sorted(durations)[len(durations) // 2]
+            if aim == "anywhere":
+                time.sleep(self.rng.uniform(STARTUP_SECONDS, typical))
+            elif self.wait_for_phase(aim, seen, process):
+                time.sleep(self.rng.uniform(0, 0.01))
             if process.poll() is None:
                 phase = self.phase_now()
                 process.send_signal(signal.SIGKILL)
                 process.wait()
                 self.kill_phases[phase] += 1
+                aimed[aim] += 1
                 continue
             durations.append(time.monotonic() - started)
             assert process.returncode in (0, 1), log.read_text()[-3000:]
@@ -123,6 +136,15 @@ class Scenario:
             self.change_usage()
             between_runs()
         raise AssertionError(f"only {sum(self.kill_phases.values())} kills landed mid-run")
+
+    def wait_for_phase(self, phase: str, seen: int, process: subprocess.Popen[bytes]) -> bool:
+        """Whether a request of `phase` was answered (after the first `seen`) before the run
+        ended; a run without one (one that only finishes a killed run's journal) is let finish."""
+        while process.poll() is None:
+            if any(phase_of(path) == phase for path in self.sandbox.store.paths_since(seen)):
+                return True
+            time.sleep(0.005)
+        return False
 
     def finish(self, log: Path) -> None:
         for _ in range(2):
@@ -162,7 +184,7 @@ def run_scenario(tmp_path: Path, state_url: str, *, kills: int, seed: int,
         scenario.check()
         print(f"kills by phase: {dict(scenario.kill_phases)}; runs completed between kills: "
               f"{scenario.runs_completed}")
-        assert len(scenario.kill_phases) >= 3, scenario.kill_phases
+        assert {"writes", "lists", "enrollments"} <= set(scenario.kill_phases), scenario.kill_phases
         return scenario
 
 

@@ -413,6 +413,11 @@ class SandboxStore:
         with self.lock:
             return [dict(entry) for entry in self._request_log]
 
+    def paths_since(self, start: int) -> list[str]:
+        """The paths of the requests answered after the first `start`, cheap enough to poll."""
+        with self.lock:
+            return [entry["path"] for entry in self._request_log[start:]]
+
     def versions_used(self) -> Counter[str | None]:
         """How many API requests each version got: "2026-03", "2026-09", "legacy" (numbered
         paths), None (a path with neither)."""
