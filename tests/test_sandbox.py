@@ -584,7 +584,8 @@ def test_a_body_the_clients_model_refuses_is_400_unless_wire_checks_are_off() ->
     400. With `wire_checks=False` (for benchmarks) nothing checks the body before the handler,
     which fails on it (500); a well-formed batch goes through either way."""
     missing_properties = {"inputs": [{"id": "dev@example.com", "idProperty": "email"}]}
-    well_formed = {"inputs": [{"id": "dev@example.com", "idProperty": "email", "properties": {"email": "dev@example.com"}}]}
+    well_formed = {"inputs": [{"id": "dev@example.com", "idProperty": "email",
+                               "properties": {"email": "dev@example.com"}}]}
     for checked in (True, False):
         with Sandbox(token=TOKEN, wire_checks=checked) as server:
             refused = api(server, "POST", UPSERT, json=missing_properties)

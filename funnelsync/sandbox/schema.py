@@ -21,7 +21,6 @@ import hubspot.events.send
 
 from .errors import HubSpotError, validation_error
 
-
 _checking: ContextVar[bool] = ContextVar("checking_wire_format", default=True)
 
 
