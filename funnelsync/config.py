@@ -99,8 +99,9 @@ class AlertSettings(_Strict):
     rejects_above: int = Field(default=100, ge=0, description=(
         "Alert when one run rejects more contacts than this."))
     repeat_every_minutes: int = Field(default=60, ge=0, description=(
-        "While the runs keep failing, tell `run_failed` again once this many minutes have passed since it "
-        "was last told (the first failed run is always told); 0 tells it only once per streak."))
+        "While the runs keep failing (or keep rejecting more than `rejects_above`), tell `run_failed` (or "
+        "`rejects_above_threshold`) again once this many minutes have passed since it was last told (the "
+        "first run of a streak is always told); 0 tells it only once per streak."))
     timeout_seconds: float = Field(default=10.0, gt=0, description="How long each attempt to post may take.")
     attempts: int = Field(default=5, ge=1, le=20, description=(
         "Attempts to post an alert (a growing wait between them, at least the webhook's Retry-After) before "

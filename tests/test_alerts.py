@@ -277,6 +277,41 @@ def test_rejects_above_the_threshold_are_told_in_slacks_format(
     assert "• rejected: 3" in alert["text"] and "• threshold: 2" in alert["text"]
 
 
+def test_the_same_records_rejected_run_after_run_are_told_once_then_every_repeat(
+    analytics: Analytics, sandbox: SandboxServer, tmp_path: Path, receivers: list[WebhookReceiver],
+    monkeypatch: pytest.MonkeyPatch, json_logs: None, capsys: pytest.CaptureFixture[str],  # noqa: F811
+) -> None:
+    """A refused record is retried, and refused again, by every run: that is one problem, told
+    at its first run, again after `repeat_every_minutes`, and anew only after a run under it."""
+    configure_logging(json_logs=True)
+    receiver = receiving(receivers, monkeypatch)
+    analytics.add("ada@example.com", calls=3)
+    analytics.add("bob@example.com", role="Astronaut")  # not one of the options: refused
+    analytics.add("cy@example.com", role="Pilot")
+    clock = Clock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+    daemon = with_clock(Daemon(alerting_config(analytics, sandbox, tmp_path, rejects_above=1)), clock)
+    try:
+        for _ in range(5):  # 09:00 told, 09:15 to 09:45 held back, 10:00 told again
+            daemon.sync_job()
+            clock.tick()
+        analytics.set_role("cy@example.com", "Engineering")
+        daemon.sync_job()  # 10:15: one rejected, not above the threshold
+        clock.tick()
+        analytics.set_role("cy@example.com", "Pilot")
+        daemon.sync_job()  # 10:30: above it again, a new streak
+        wait_for(lambda: len(receiver.delivered()) == 3)
+        assert outcomes(daemon) == [RunOutcome.REJECTS] * 7
+    finally:
+        stopped(daemon)  # flushes: a fourth alert would be delivered by now
+    told = receiver.delivered()
+    assert [(alert["event"], alert["at"], alert["details"]["rejected"]) for alert in told] == [
+        ("rejects_above_threshold", "2026-12-01T09:00:00+00:00", 2),
+        ("rejects_above_threshold", "2026-12-01T10:00:00+00:00", 2),
+        ("rejects_above_threshold", "2026-12-01T10:30:00+00:00", 2)]
+    held = [line for line in log_lines(capsys.readouterr().err) if line["event"].startswith("alert held back")]
+    assert [line["told_at"] for line in held] == ["2026-12-01T09:00:00+00:00"] * 3
+
+
 def test_slack_reads_nothing_quoted_in_an_alert_as_its_own_markup() -> None:
     """`<!channel>` would notify the whole channel, `<https://...|here>` would be a link."""
     alert = Alert(AlertEvent.RUN_FAILED, "the source said <!channel> & <https://evil.example|here>",

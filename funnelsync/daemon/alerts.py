@@ -4,7 +4,9 @@ over.
 
 An alert that comes at every tick is an alert people learn to ignore: a streak of failed runs is
 told at its first run, again only every `[alerts].repeat_every_minutes` while it lasts, and its end
-once (`recovered`); the budget's running out once until a run finishes or the UTC day changes.
+once (`recovered`); so are runs that keep rejecting more than the threshold (the same records
+refused run after run), told again after a run at or under it; the budget's running out once
+until a run finishes or the UTC day changes.
 The streak is this daemon's: a restarted daemon, or a standby taking over, starts counting afresh.
 
 Telling never holds up a sync nor fails one: an alert goes into a bounded queue, and a thread of
@@ -159,6 +161,7 @@ class Alerts:
         self._deadline = float("inf")
         self._failing: FailingStreak | None = None
         self._budget_told_on: date | None = None
+        self._rejects_told_at: datetime | None = None  # while run after run rejects above the threshold
         self._thread = threading.Thread(target=self._deliver_queued, name="funnelsync-alerts", daemon=True)
 
     @classmethod
@@ -208,13 +211,22 @@ class Alerts:
         if summary.outcome in SUCCEEDED:
             self._runs_again(summary)
         threshold = self.settings.rejects_above
-        if summary.rejected <= threshold:
-            return
+        now = self.clock()
+        with self._lock:
+            told_at = self._rejects_told_at
+            if summary.rejected <= threshold:
+                self._rejects_told_at = None
+                return
+            if told_at is not None and not self._repeat_due(told_at, now):
+                log.info("alert held back: rejects above the threshold were told already",
+                         alert=AlertEvent.REJECTS_ABOVE_THRESHOLD, rejected=summary.rejected, told_at=_iso(told_at))
+                return
+            self._rejects_told_at = now
         self.send(self._alert(
             AlertEvent.REJECTS_ABOVE_THRESHOLD,
             f"{summary.rejected} contacts were rejected in run {summary.run_id}, more than the {threshold} "
             "of [alerts].rejects_above; `funnelsync rejects` lists them with the reasons",
-            self.clock(), run_id=summary.run_id, rejected=summary.rejected, threshold=threshold,
+            now, run_id=summary.run_id, rejected=summary.rejected, threshold=threshold,
             written=summary.written,
         ))
 
@@ -227,10 +239,11 @@ class Alerts:
         ))
 
     def _time_to_tell(self, streak: FailingStreak, started: datetime) -> bool:
-        if streak.told_at is None:
-            return True
+        return streak.told_at is None or self._repeat_due(streak.told_at, started)
+
+    def _repeat_due(self, told_at: datetime, at: datetime) -> bool:
         repeat = self.settings.repeat_every_minutes
-        return bool(repeat) and started - streak.told_at + REPEAT_SLACK >= timedelta(minutes=repeat)
+        return bool(repeat) and at - told_at + REPEAT_SLACK >= timedelta(minutes=repeat)
 
     def _runs_again(self, summary: RunSummary) -> None:
         """A run that finished ends the streak of failed runs (told as `recovered` if it was
