@@ -388,7 +388,7 @@ class BackfillSink:
 
     def _record(self, batch: list[Any]) -> None:
         from funnelsync.state.models import Contact, Operation, StageChange, StageEntry
-        from funnelsync.state.store import Confirmed
+        from funnelsync.state.records import Confirmed
         from funnelsync.sync.outcomes import stage_entry_operations
 
         number = next(self._batches)
@@ -593,7 +593,8 @@ def child_plan(spec: dict[str, Any]) -> dict[str, Any]:
 
     from funnelsync.config import load_config
     from funnelsync.connectors.sql import SqlUsageSource
-    from funnelsync.state.store import PlannedWrite, StateStore
+    from funnelsync.state.records import PlannedWrite
+    from funnelsync.state.store import StateStore
     from funnelsync.sync.engine import SyncEngine
     from funnelsync.sync.sinks import JournalSink
 

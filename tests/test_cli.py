@@ -343,7 +343,7 @@ def test_status_shows_an_interrupted_run_and_what_the_next_run_resumes(
 ) -> None:
     analytics.add("ada@example.com")
     state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
-    from funnelsync.state.store import PlannedWrite
+    from funnelsync.state.records import PlannedWrite
 
     run = state.start_run()  # as a killed sync leaves it
     state.journal_writes(run, [[PlannedWrite("ada@example.com", {"n": "1"}, "fp")]], 0)

@@ -46,7 +46,7 @@ CALLS = {
     "workflow": ("POST", "/automation/v2/workflows/", 4, 4),
     "sequence": ("POST", api_path("/automation/v4/sequences/enrollments"), 4, 4),
 }
-TIMEOUT = 0.5
+TIMEOUT = 1.5  # the client's read timeout: the "late" faults wait it out; an ordinary answer under load never
 FAULTS: dict[str, dict[str, Any]] = {
     "reset-before-applying": {"kind": "reset"},
     "applied-then-reset": {"kind": "reset_after"},

@@ -23,7 +23,7 @@ from funnelsync.errors import FatalError, RebuildRefused, StateLost
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
 from funnelsync.state.models import OperationKind
-from funnelsync.state.store import RebuiltContact
+from funnelsync.state.records import RebuiltContact
 from funnelsync.sync.engine import SyncEngine
 from funnelsync.sync.rebuild import RebuildReport, StateRebuilder
 from tests.conftest import TOKEN, TOKEN_ENV, Analytics, api_path, config_data

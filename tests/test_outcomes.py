@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from funnelsync.config import Enroll, Sequence
-from funnelsync.state.store import Confirmed, PlannedWrite, SegmentChange, StageMove
+from funnelsync.state.records import Confirmed, PlannedWrite, SegmentChange, StageMove
 from funnelsync.sync.outcomes import entry_operations, segment_change_operations, stage_entry_operations
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)

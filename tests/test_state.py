@@ -17,16 +17,8 @@ from funnelsync.errors import StateError, StateLocked
 from funnelsync.mappings.values import epoch_ms
 from funnelsync.state import StateStore
 from funnelsync.state.models import Operation, OperationKind, RunOutcome
-from funnelsync.state.store import (
-    Confirmed,
-    KnownContact,
-    PlannedWrite,
-    Refused,
-    SegmentChange,
-    StageMove,
-    fingerprint,
-    utcnow,
-)
+from funnelsync.state.records import Confirmed, KnownContact, PlannedWrite, Refused, SegmentChange, StageMove
+from funnelsync.state.store import fingerprint, utcnow
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
 from funnelsync.state.database import _alembic_config
 from funnelsync.state.models import Contact, OperationKind, OperationStatus, Reject, Run, RunOutcome, StageCount
-from funnelsync.state.store import Confirmed, PlannedOperation, PlannedWrite, Refused, StageMove, fingerprint, utcnow
+from funnelsync.state.records import Confirmed, PlannedOperation, PlannedWrite, Refused, StageMove
+from funnelsync.state.store import fingerprint, utcnow
 from tests.conftest import TOKEN, TOKEN_ENV, Analytics, config_data
 from tests.test_cli import free_port, http_get, wait_for, write_toml
 

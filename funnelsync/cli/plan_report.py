@@ -28,7 +28,7 @@ from funnelsync.mappings.display import display
 from funnelsync.mappings.schema import PropertySpec, property_specs
 from funnelsync.mappings.values import CLEARED
 from funnelsync.state.models import OperationKind
-from funnelsync.state.store import Confirmed, PlannedOperation, PlannedWrite, SegmentChange, StageMove
+from funnelsync.state.records import Confirmed, PlannedOperation, PlannedWrite, SegmentChange, StageMove
 from funnelsync.sync.engine import RunSummary
 from funnelsync.sync.estimate import PlannedSync, RequestEstimate, estimate_requests, least_seconds
 from funnelsync.sync.lost_state import funnelsync_properties

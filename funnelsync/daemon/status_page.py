@@ -20,7 +20,8 @@ from apscheduler.triggers.cron import CronTrigger
 from funnelsync.config import Config, Enroll
 from funnelsync.daemon.logs import redact_secrets
 from funnelsync.state.models import Operation, OperationKind, OperationStatus, Reject, Run, RunOutcome
-from funnelsync.state.store import CountedStage, StateStore
+from funnelsync.state.records import CountedStage
+from funnelsync.state.store import StateStore
 
 RUNS_SHOWN = 10
 REJECTS_SHOWN = 25

@@ -26,7 +26,8 @@ from funnelsync.errors import DailyLimitReached, FunnelsyncError, StopRequested
 from funnelsync.mappings.contacts import ContactMapper
 from funnelsync.mappings.schema import property_specs
 from funnelsync.state.models import RunOutcome
-from funnelsync.state.store import CallCount, Confirmed, Refused, StateStore, WriteBatch
+from funnelsync.state.records import CallCount, Confirmed, Refused, WriteBatch
+from funnelsync.state.store import StateStore
 from funnelsync.sync.enrollments import EnrollmentRunner, EnrollmentSummary
 from funnelsync.sync.inflight import send_all
 from funnelsync.sync.lost_state import find_lost_state, refuse_lost_state

@@ -35,7 +35,8 @@ from funnelsync.errors import (
     OutcomeUnknown,
 )
 from funnelsync.state.models import Operation, OperationKind, OperationStatus
-from funnelsync.state.store import CallCount, StateStore
+from funnelsync.state.records import CallCount
+from funnelsync.state.store import StateStore
 from funnelsync.sync.inflight import send_all
 from funnelsync.sync.progress import CHANGING_LISTS, ENROLLING, PhaseClock, ProgressReport
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from funnelsync.config import Config, Enroll
 from funnelsync.state.models import OperationKind
-from funnelsync.state.store import Confirmed, PlannedOperation, SegmentChange
+from funnelsync.state.records import Confirmed, PlannedOperation, SegmentChange
 
 
 def stage_targets(config: Config) -> dict[str, Enroll | None]:

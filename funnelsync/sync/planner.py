@@ -33,16 +33,8 @@ from funnelsync.mappings.funnel import (
     funnel_timing,
 )
 from funnelsync.mappings.values import epoch_ms, number_text
-from funnelsync.state.store import (
-    NOT_KNOWN,
-    KnownContact,
-    PlannedWrite,
-    Refused,
-    SegmentChange,
-    StageMove,
-    StateStore,
-    fingerprint,
-)
+from funnelsync.state.records import NOT_KNOWN, KnownContact, PlannedWrite, Refused, SegmentChange, StageMove
+from funnelsync.state.store import StateStore, fingerprint
 
 SKIPPED_NO_EMAIL = "no email"
 SKIPPED_INVALID_EMAIL = "invalid email"

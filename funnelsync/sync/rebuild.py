@@ -31,7 +31,8 @@ from funnelsync.mappings.funnel import HELLO_WORLD_PROPERTY, WORKING_APP_PROPERT
 from funnelsync.mappings.read_back import as_written, held_moment
 from funnelsync.mappings.schema import property_specs
 from funnelsync.mappings.values import CLEARED
-from funnelsync.state.store import RebuiltContact, StateStore
+from funnelsync.state.records import RebuiltContact
+from funnelsync.state.store import StateStore
 from funnelsync.sync.planner import check_columns
 
 log = structlog.get_logger("funnelsync.rebuild")

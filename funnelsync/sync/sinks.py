@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from funnelsync.config import Enroll
-from funnelsync.state.store import PlannedWrite, SegmentChange, StateStore
+from funnelsync.state.records import PlannedWrite, SegmentChange
+from funnelsync.state.store import StateStore
 from funnelsync.sync.lost_state import LostState
 from funnelsync.sync.outcomes import segment_change_operations
 
