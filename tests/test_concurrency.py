@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from funnelsync.config import parse_config
+from funnelsync.mappings.schema import property_specs
 from funnelsync.sandbox import SandboxServer
 from funnelsync.sandbox.latency import Latency
 from funnelsync.state.models import RunOutcome
@@ -152,3 +153,17 @@ def test_a_stop_sends_nothing_more_and_waits_for_what_is_in_flight() -> None:
 
     send_all(range(50), send, lambda item, result: recorded.append(result), width=lambda: 2, stop=stop)
     assert 3 <= len(recorded) < 50  # the journal's side of a stop: tests/test_crash_recovery.py
+
+
+def test_a_first_syncs_properties_are_created_several_at_once(analytics: Analytics, tmp_path: Path) -> None:
+    analytics.add_many(5, calls=3)
+    with SandboxServer(token=TOKEN, latency=Latency(0.3)) as hubspot:
+        config = paced_config(analytics, hubspot, tmp_path, 190, concurrency=4)
+        summary = run_sync(config, dry_run=False)
+        log = hubspot.store.request_log()
+        held = hubspot.store.properties()
+    created = [r for r in log if r["method"] == "POST" and r["path"] == api_path("/crm/v3/properties/contacts")]
+    assert summary.outcome == RunOutcome.OK
+    assert len(created) == len(property_specs(config)) > 4
+    assert {spec.name for spec in property_specs(config)} <= set(held)
+    assert most_in_flight(created) == 4  # as many as `concurrency`, never more

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextvars
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -63,21 +66,37 @@ class PropertyProvisioner(PropertyProvisioning):
         self._refuse_conflicts(specs, existing)
         if not dry_run:
             self._ensure_group(group)
+        changes: list[Callable[[], None]] = []
         for spec in specs:
             current = existing.get(spec.name)
             if current is None:
                 report.created.append(spec.name)
-                if not dry_run:
-                    self._create(spec, group)
+                changes.append(functools.partial(self._create, spec, group))
                 continue
             missing = self._missing_options(spec, current)
             if missing:
                 report.options_added[spec.name] = [value for value, _ in missing]
-                if not dry_run:
-                    self._add_options(spec, current, missing)
+                changes.append(functools.partial(self._add_options, spec, current, missing))
             else:
                 report.unchanged.append(spec.name)
+        if not dry_run:
+            self._make_together(changes)
         return report
+
+    def _make_together(self, changes: Sequence[Callable[[], None]]) -> None:
+        """Each property's change is its own call and none depends on another, so they go in
+        flight together as the budget allows: one at a time, a first sync at HubSpot's 800 ms
+        spent 13 s creating its properties. The first failure is raised once all have ended."""
+        width = min(len(changes), self.api.requests_wanted_in_flight())
+        if width <= 1:
+            for change in changes:
+                change()
+            return
+        with ThreadPoolExecutor(width, thread_name_prefix="funnelsync-properties") as workers:
+            # the run's metrics and log context go along
+            made = [workers.submit(contextvars.copy_context().run, change) for change in changes]
+        for future in made:
+            future.result()
 
     def _existing_properties(self) -> dict[str, Property]:
         data, _ = self.api.request("reading contact properties", "GET", self.path)
