@@ -356,8 +356,11 @@ def test_status_shows_an_interrupted_run_and_what_the_next_run_resumes(
 
 
 def test_a_killed_sync_still_counts_its_calls_toward_the_days_budget(
-    config_file: Path, analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
+    analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
+    data = config_data(analytics, sandbox.url, tmp_path / "state.db")
+    data["hubspot"]["concurrency"] = 1  # so that the count is exact to a call, below
+    config_file = write_toml(tmp_path / "config.toml", data)
     analytics.add_many(1000, calls=5)
     upsert = api_path("/crm/v3/objects/contacts/batch/upsert")
     sandbox.inject_fault(method="POST", path_prefix=upsert, kind="slow", delay=0.2, count=10**6)
@@ -373,8 +376,10 @@ def test_a_killed_sync_still_counts_its_calls_toward_the_days_budget(
     state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     [killed] = state.recent_runs()
     assert killed.outcome == RunOutcome.RUNNING
-    # all but the call in flight when it was killed (received, its answer never recorded)
-    assert received - 1 <= killed.api_calls <= received
+    # The count is recorded with each batch's result, and the next batch goes out before the
+    # result is recorded: so it may miss the one answer not yet recorded, or count the one
+    # request sent but not yet answered when the kill came.
+    assert received - 1 <= killed.api_calls <= received + 1
     assert state.api_calls_today() == killed.api_calls
     state.close()
 
