@@ -85,8 +85,8 @@ class PropertyProvisioner(PropertyProvisioning):
 
     def _make_together(self, changes: Sequence[Callable[[], None]]) -> None:
         """Each property's change is its own call and none depends on another, so they go in
-        flight together as the budget allows: one at a time, a first sync at HubSpot's 800 ms
-        spent 13 s creating its properties. The first failure is raised once all have ended."""
+        flight together as the budget allows: one at a time, the set-up of a first sync took
+        15 s at HubSpot's 800 ms. The first failure is raised once all have ended."""
         width = min(len(changes), self.api.requests_wanted_in_flight())
         if width <= 1:
             for change in changes:
