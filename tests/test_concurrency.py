@@ -10,6 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from funnelsync.config import parse_config
 from funnelsync.mappings.schema import property_specs
 from funnelsync.sandbox import SandboxServer
@@ -167,3 +169,27 @@ def test_a_first_syncs_properties_are_created_several_at_once(analytics: Analyti
     assert len(created) == len(property_specs(config)) > 4
     assert {spec.name for spec in property_specs(config)} <= set(held)
     assert most_in_flight(created) == 4  # as many as `concurrency`, never more
+
+
+def test_a_property_created_whose_answer_was_lost_is_taken_as_made_not_refused(
+    analytics: Analytics, tmp_path: Path
+) -> None:
+    """Creating a property is retried when its answer is lost; HubSpot made it, so the retry
+    gets 409, which means it exists: the sync goes on, each property made once."""
+    analytics.add_many(5, calls=3)
+    with SandboxServer(token=TOKEN, latency=Latency(0.05)) as hubspot:
+        config = paced_config(analytics, hubspot, tmp_path, 190, concurrency=4)
+        group = {"name": config.hubspot.property_group, "label": "funnelsync", "displayOrder": -1}
+        made = requests.post(f"{hubspot.url}{api_path('/crm/v3/properties/contacts')}/groups", json=group,
+                             headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        assert made.status_code == 201  # so that the faults below meet property creations only
+        hubspot.inject_fault("POST", api_path("/crm/v3/properties/contacts"), kind="reset_after", count=2)
+        summary = run_sync(config, dry_run=False)
+        log = hubspot.store.request_log()
+        held = hubspot.store.properties()
+    creations = Counter(r["status"] for r in log
+                        if r["method"] == "POST" and r["path"] == api_path("/crm/v3/properties/contacts"))
+    assert hubspot.faults.pending() == []
+    assert summary.outcome == RunOutcome.OK and summary.written == 5
+    assert creations[409] == 2  # the two retries found what their lost answers had made
+    assert {spec.name for spec in property_specs(config)} <= set(held)
