@@ -24,6 +24,7 @@ from funnelsync.connectors.retry import retry_after_seconds
 from funnelsync.daemon.alerts import Alert, AlertEvent, Alerts
 from funnelsync.daemon.logs import configure_logging
 from funnelsync.daemon.scheduler import Daemon
+from funnelsync.errors import CredentialsError
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
 from funnelsync.state.models import RunOutcome
@@ -154,7 +155,7 @@ class Clock:
 
 
 def with_clock(daemon: Daemon, clock: Clock) -> Daemon:
-    daemon.alerts = Alerts.from_config(daemon.config, clock=clock)
+    daemon.alerts = Alerts.from_config(daemon.config, clock=clock, memory=daemon.state)
     return daemon
 
 
@@ -572,6 +573,73 @@ def test_a_standby_taking_over_posts_standby_took_over_and_a_first_start_posts_n
     assert alert["event"] == "standby_took_over" and alert["host"] == socket.gethostname()
     for logs in (first.logs, second.logs):
         assert SECRET_PATH not in logs
+
+
+def wait_for_outcome(port: int, outcome: str) -> None:
+    wait_for(lambda: f'"last_outcome": "{outcome}"' in http_get(f"http://127.0.0.1:{port}/readyz")[1])
+
+
+def test_a_restarted_daemon_goes_on_with_the_streak_rather_than_telling_it_again(
+    analytics: Analytics, sandbox: SandboxServer, tmp_path: Path, receivers: list[WebhookReceiver],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    receiver = receiving(receivers, monkeypatch)
+    analytics.add_many(3, calls=1)
+    port = free_port()
+    path = with_alerts(daemon_config(analytics, sandbox, tmp_path, port), timeout_seconds=1)
+    lives = []
+    for life, (token, outcome) in enumerate([("refused", "failed"), ("refused", "failed"), (sandbox.token, "ok")]):
+        monkeypatch.setenv(TOKEN_ENV, "a-token-the-sandbox-refuses" if token == "refused" else token)
+        daemon = DaemonProcess(path, tmp_path / f"life{life}.log")
+        lives.append(daemon)
+        try:
+            wait_for_outcome(port, outcome)
+            assert daemon.stop() == 0  # what is queued is delivered within the stop
+        finally:
+            daemon.close()
+    failed, recovered = receiver.delivered()
+    assert (failed["event"], failed["details"]["failed_runs"]) == ("run_failed", 1)
+    assert (recovered["event"], recovered["details"]["failed_runs"]) == ("recovered", 2)
+    assert recovered["details"]["failing_since"] == failed["details"]["failing_since"]
+    held = [json.loads(line) for line in lives[1].logs.splitlines() if "alert held back" in line]
+    assert [line["failed_runs"] for line in held] == [2]
+
+
+class UnreachableState:
+    """A state whose database is gone: every read and write of what was told fails."""
+
+    def told_alerts(self) -> dict[str, Any]:
+        raise ConnectionRefusedError("the state's database does not answer")
+
+    def remember_told_alert(self, told: Any) -> None:
+        raise ConnectionRefusedError("the state's database does not answer")
+
+    def forget_told_alert(self, event: str) -> None:
+        raise ConnectionRefusedError("the state's database does not answer")
+
+
+def test_a_state_that_cannot_keep_what_was_told_leaves_the_daemon_going_by_its_own_memory(
+    config: Config, receivers: list[WebhookReceiver], monkeypatch: pytest.MonkeyPatch, json_logs: None,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(json_logs=True)
+    receiver = receiving(receivers, monkeypatch)
+    clock = Clock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+    alerts = Alerts.from_config(config, clock=clock, memory=UnreachableState())
+    try:
+        for _ in range(3):
+            alerts.run_failed(CredentialsError("HubSpot refused the token (401)"), clock())
+            clock.tick()
+        wait_for(lambda: len(receiver.delivered()) == 1)
+    finally:
+        alerts.close()
+    [told] = receiver.delivered()
+    assert (told["event"], told["details"]["failed_runs"]) == ("run_failed", 1)
+    lines = log_lines(capsys.readouterr().err)
+    assert [line["failed_runs"] for line in lines if line["event"].startswith("alert held back")] == [2, 3]
+    warnings = {line["event"] for line in lines if line["level"] == "warning"}
+    assert warnings == {"could not read the alerts told from the state: going by this daemon's own memory",
+                        "could not keep the alerts told in the state: a restarted daemon may tell them again"}
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])

@@ -17,7 +17,15 @@ from funnelsync.errors import StateError, StateLocked
 from funnelsync.mappings.values import epoch_ms
 from funnelsync.state import StateStore
 from funnelsync.state.models import Operation, OperationKind, RunOutcome
-from funnelsync.state.records import Confirmed, KnownContact, PlannedWrite, Refused, SegmentChange, StageMove
+from funnelsync.state.records import (
+    Confirmed,
+    KnownContact,
+    PlannedWrite,
+    Refused,
+    SegmentChange,
+    StageMove,
+    ToldAlert,
+)
 from funnelsync.state.store import fingerprint, utcnow
 
 
@@ -256,3 +264,19 @@ def test_a_migration_that_fails_half_way_leaves_nothing_behind(state_url: str, m
     engine.dispose()
     monkeypatch.undo()
     StateStore(state_url).close()  # the next start migrates from scratch
+
+
+def test_the_alerts_told_are_kept_changed_and_forgotten_and_leave_the_state_empty(store: StateStore) -> None:
+    since = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    store.remember_told_alert(ToldAlert("run_failed", since, since, 1))
+    store.remember_told_alert(ToldAlert("run_failed", since + timedelta(hours=1), since, 5))
+    store.remember_told_alert(ToldAlert("daily_budget_exhausted", since))
+    assert store.told_alerts() == {
+        "run_failed": ToldAlert("run_failed", since + timedelta(hours=1), since, 5),
+        "daily_budget_exhausted": ToldAlert("daily_budget_exhausted", since),
+    }
+    assert store.told_alerts()["run_failed"].told_at.tzinfo is not None
+    assert store.holds_nothing()  # what was told is no contact, nor a rebuild
+    store.forget_told_alert("run_failed")
+    store.forget_told_alert("run_failed")  # forgetting twice is no error
+    assert list(store.told_alerts()) == ["daily_budget_exhausted"]

@@ -7,7 +7,9 @@ told at its first run, again only every `[alerts].repeat_every_minutes` while it
 once (`recovered`); so are runs that keep rejecting more than the threshold (the same records
 refused run after run), told again after a run at or under it; the budget's running out once
 until a run finishes or the UTC day changes.
-The streak is this daemon's: a restarted daemon, or a standby taking over, starts counting afresh.
+What was told is kept in the state (`AlertMemory`): a restarted daemon, or a standby taking
+over, goes on with the streak rather than telling it again. A state that cannot be read or
+written (the very failure being told, maybe) leaves the daemon going by what it remembers itself.
 
 Telling never holds up a sync nor fails one: an alert goes into a bounded queue, and a thread of
 its own posts it, retrying a webhook that fails (a refused connection, a timeout, 5xx, 429) with
@@ -33,10 +35,10 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from http.client import HTTPException
-from typing import IO, ParamSpec
+from typing import IO, ParamSpec, Protocol
 
 import structlog
 
@@ -45,6 +47,7 @@ from funnelsync.config import AlertSettings, Config, read_alert_url
 from funnelsync.connectors.retry import call_with_retries, retry_after_seconds
 from funnelsync.daemon.health import SUCCEEDED
 from funnelsync.errors import DailyLimitReached, FatalError, FunnelsyncError, RetriableError
+from funnelsync.state.records import ToldAlert
 from funnelsync.sync.engine import RunSummary
 
 log = structlog.get_logger("funnelsync.alerts")
@@ -136,20 +139,21 @@ def _never_fails_the_daemon(tell: Callable[P, None]) -> Callable[P, None]:
     return telling
 
 
-@dataclass
-class FailingStreak:
-    """Failed runs in a row: since the start of the first, and when `run_failed` was last told."""
+class AlertMemory(Protocol):
+    """Where the alerts told are kept across restarts and takeovers: the state."""
 
-    since: datetime
-    runs: int = 0
-    told_at: datetime | None = None
+    def told_alerts(self) -> dict[str, ToldAlert]: ...
+
+    def remember_told_alert(self, told: ToldAlert) -> None: ...
+
+    def forget_told_alert(self, event: str) -> None: ...
 
 
 class Alerts:
     """What the daemon tells the webhook. With no URL (alerts off) every call does nothing."""
 
     def __init__(self, settings: AlertSettings, url: str | None, *,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, memory: AlertMemory | None = None) -> None:
         self.settings = settings
         self.host = socket.gethostname()  # a pod's name, under Kubernetes
         self.clock = clock  # aware, in UTC
@@ -159,13 +163,13 @@ class Alerts:
         self._started = False
         self._closing = threading.Event()  # also cuts a retry's wait short
         self._deadline = float("inf")
-        self._failing: FailingStreak | None = None
-        self._budget_told_on: date | None = None
-        self._rejects_told_at: datetime | None = None  # while run after run rejects above the threshold
+        self._memory = memory
+        self._told: dict[str, ToldAlert] = {}  # by event: what the memory held when last read, and since
         self._thread = threading.Thread(target=self._deliver_queued, name="funnelsync-alerts", daemon=True)
 
     @classmethod
-    def from_config(cls, config: Config, *, clock: Callable[[], datetime] = utc_now) -> Alerts:
+    def from_config(cls, config: Config, *, clock: Callable[[], datetime] = utc_now,
+                    memory: AlertMemory | None = None) -> Alerts:
         settings = config.alerts
         url = read_alert_url(settings)
         if url is None:
@@ -173,7 +177,7 @@ class Alerts:
         else:
             log.info("alerts on", url_env=settings.url_env, format=settings.format,
                      rejects_above=settings.rejects_above, repeat_every_minutes=settings.repeat_every_minutes)
-        return cls(settings, url, clock=clock)
+        return cls(settings, url, clock=clock, memory=memory)
 
     # -- what the daemon tells ------------------------------------------------------------------
 
@@ -192,15 +196,16 @@ class Alerts:
         reason = str(error)[:2000] if isinstance(error, FunnelsyncError) else f"{kind}: {error}"[:2000]
         started = started or now
         with self._lock:
-            streak = self._failing = self._failing or FailingStreak(since=started)
-            streak.runs += 1
-            if not self._time_to_tell(streak, started):
+            told = self._recall().get(AlertEvent.RUN_FAILED)
+            since = told.since if told and told.since else started
+            runs = (told.runs if told else 0) + 1
+            first = told is None
+            if told and not self._repeat_due(told.told_at, started):
+                self._remember(ToldAlert(AlertEvent.RUN_FAILED, told.told_at, since, runs))
                 log.info("alert held back: the failure was told already", alert=AlertEvent.RUN_FAILED,
-                         failed_runs=streak.runs, told_at=_iso(streak.told_at))
+                         failed_runs=runs, told_at=_iso(told.told_at))
                 return
-            first = streak.told_at is None
-            streak.told_at = started
-            runs, since = streak.runs, streak.since
+            self._remember(ToldAlert(AlertEvent.RUN_FAILED, started, since, runs))
         summary = (f"the scheduled sync failed: {reason}" if first else
                    f"the scheduled sync still fails, {runs} runs in a row since {_shown_at(since)}: {reason}")
         self.send(self._alert(AlertEvent.RUN_FAILED, summary, now, error=kind, reason=reason, failed_runs=runs,
@@ -208,20 +213,24 @@ class Alerts:
 
     @_never_fails_the_daemon
     def run_finished(self, summary: RunSummary) -> None:
+        if self._webhook is None:
+            return
         if summary.outcome in SUCCEEDED:
             self._runs_again(summary)
         threshold = self.settings.rejects_above
         now = self.clock()
         with self._lock:
-            told_at = self._rejects_told_at
+            told = self._recall().get(AlertEvent.REJECTS_ABOVE_THRESHOLD)
             if summary.rejected <= threshold:
-                self._rejects_told_at = None
+                if told:
+                    self._forget(AlertEvent.REJECTS_ABOVE_THRESHOLD)
                 return
-            if told_at is not None and not self._repeat_due(told_at, now):
+            if told and not self._repeat_due(told.told_at, now):
                 log.info("alert held back: rejects above the threshold were told already",
-                         alert=AlertEvent.REJECTS_ABOVE_THRESHOLD, rejected=summary.rejected, told_at=_iso(told_at))
+                         alert=AlertEvent.REJECTS_ABOVE_THRESHOLD, rejected=summary.rejected,
+                         told_at=_iso(told.told_at))
                 return
-            self._rejects_told_at = now
+            self._remember(ToldAlert(AlertEvent.REJECTS_ABOVE_THRESHOLD, now))
         self.send(self._alert(
             AlertEvent.REJECTS_ABOVE_THRESHOLD,
             f"{summary.rejected} contacts were rejected in run {summary.run_id}, more than the {threshold} "
@@ -238,9 +247,6 @@ class Alerts:
             self.clock(),
         ))
 
-    def _time_to_tell(self, streak: FailingStreak, started: datetime) -> bool:
-        return streak.told_at is None or self._repeat_due(streak.told_at, started)
-
     def _repeat_due(self, told_at: datetime, at: datetime) -> bool:
         repeat = self.settings.repeat_every_minutes
         return bool(repeat) and at - told_at + REPEAT_SLACK >= timedelta(minutes=repeat)
@@ -251,9 +257,12 @@ class Alerts:
         midnight, not at UTC's, so one that runs out again the same UTC day is told again."""
         now = self.clock()
         with self._lock:
-            streak, self._failing = self._failing, None
-            self._budget_told_on = None
-        if streak is None or streak.told_at is None:
+            told = self._recall()
+            streak = told.get(AlertEvent.RUN_FAILED)
+            for event in (AlertEvent.RUN_FAILED, AlertEvent.DAILY_BUDGET_EXHAUSTED):
+                if event in told:
+                    self._forget(event)
+        if streak is None or streak.since is None:
             return
         lasted = now - streak.since
         self.send(self._alert(
@@ -265,13 +274,41 @@ class Alerts:
         ))
 
     def _daily_budget_exhausted(self, error: DailyLimitReached, now: datetime) -> None:
-        today = now.date()
         with self._lock:
-            if self._budget_told_on == today:
+            told = self._recall().get(AlertEvent.DAILY_BUDGET_EXHAUSTED)
+            if told and told.told_at.date() == now.date():
                 return
-            self._budget_told_on = today
+            self._remember(ToldAlert(AlertEvent.DAILY_BUDGET_EXHAUSTED, now))
         self.send(self._alert(AlertEvent.DAILY_BUDGET_EXHAUSTED,
                               f"the daily HubSpot request budget is spent: {error}", now, reason=str(error)[:2000]))
+
+    # -- what was told, kept in the state when it answers ---------------------------------------
+
+    def _recall(self) -> dict[str, ToldAlert]:
+        if self._memory is not None:
+            try:
+                self._told = self._memory.told_alerts()
+            except Exception as error:
+                log.warning("could not read the alerts told from the state: going by this daemon's own memory",
+                            error=type(error).__name__)
+        return dict(self._told)
+
+    def _remember(self, told: ToldAlert) -> None:
+        self._told[told.event] = told
+        self._keep(lambda memory: memory.remember_told_alert(told))
+
+    def _forget(self, event: str) -> None:
+        self._told.pop(event, None)
+        self._keep(lambda memory: memory.forget_told_alert(event))
+
+    def _keep(self, change: Callable[[AlertMemory], None]) -> None:
+        if self._memory is None:
+            return
+        try:
+            change(self._memory)
+        except Exception as error:
+            log.warning("could not keep the alerts told in the state: a restarted daemon may tell them again",
+                        error=type(error).__name__)
 
     def _alert(self, event: AlertEvent, summary: str, at: datetime, **details: object) -> Alert:
         return Alert(event, summary, details, self.host, at)

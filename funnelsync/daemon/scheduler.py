@@ -53,13 +53,13 @@ class Daemon:
         self.shutdown_on_signal = Shutdown(config.daemon.stop_grace_seconds)
         self.stop = self.shutdown_on_signal.stop
         self.metrics = telemetry.Metrics(run_outcomes=DAEMON_RUN_OUTCOMES)
-        self.alerts = Alerts.from_config(config)
         # The heartbeat has a worker of its own: the syncs run on the default pool (10 workers;
         # the cron tick, the first sync and the standby poll each run one at a time), and a sync
         # that takes hours must never hold the heartbeat back and fail the liveness probe.
         self.scheduler = BackgroundScheduler(timezone="UTC", executors={HEARTBEAT: ThreadPoolExecutor(1)})
         self.heartbeat_seconds = heartbeat_seconds
         self.state = open_state(config)
+        self.alerts = Alerts.from_config(config, memory=self.state)
         self.health = DaemonHealth(
             self.metrics, StateCheck(self._state_answers), self.scheduler_state,
             unready_after_failed_runs=config.daemon.unready_after_failed_runs,

@@ -1,6 +1,6 @@
 """What the state stores and gives back, as typed records: the planner's writes and journal
 operations, HubSpot's confirmations and refusals, what the state knows of a contact, runs
-interrupted, stages counted, contacts rebuilt from the CRM."""
+interrupted, stages counted, contacts rebuilt from the CRM, alerts told."""
 
 from __future__ import annotations
 
@@ -146,3 +146,15 @@ class RebuiltContact:
     segments: frozenset[str] = frozenset()
     hello_world_days: float | None = None
     working_app_days: float | None = None
+
+
+@dataclass(frozen=True)
+class ToldAlert:
+    """An alert the daemon told, kept in the state so that a restarted daemon, or a standby
+    taking over, does not tell it again. For a streak of failed runs: since the start of its
+    first run, and how many so far."""
+
+    event: str
+    told_at: datetime
+    since: datetime | None = None
+    runs: int = 0

@@ -52,6 +52,7 @@ from funnelsync.state.records import (
     RebuiltContact,
     Refused,
     SegmentChange,
+    ToldAlert,
     WriteBatch,
 )
 
@@ -644,7 +645,35 @@ class StateStore:
             connection.execute(sa.insert(Meta), [{"key": _REBUILT_AT, "value": rebuilt_at.isoformat()}])
 
 
+    # -- alerts told ------------------------------------------------------------------------
+
+    def told_alerts(self) -> dict[str, ToldAlert]:
+        with Session(self.engine) as session:
+            marks = session.exec(select(Meta).where(col(Meta.key).startswith(_TOLD_ALERT, autoescape=True))).all()
+        return {told.event: told for told in map(_told_alert, marks)}
+
+    def remember_told_alert(self, told: ToldAlert) -> None:
+        value = json.dumps({"told_at": told.told_at.isoformat(), "runs": told.runs,
+                            "since": told.since.isoformat() if told.since else None})
+        with Session(self.engine) as session:
+            session.merge(Meta(key=_TOLD_ALERT + told.event, value=value))
+            session.commit()
+
+    def forget_told_alert(self, event: str) -> None:
+        with Session(self.engine) as session:
+            session.exec(delete(Meta).where(col(Meta.key) == _TOLD_ALERT + event))
+            session.commit()
+
+
 _REBUILT_AT = "state_rebuilt_at"  # funnelsync_meta key: the state was filled from the CRM then
+_TOLD_ALERT = "alert_told:"  # funnelsync_meta key prefix, then the alert's event
+
+
+def _told_alert(mark: Meta) -> ToldAlert:
+    told = json.loads(mark.value)
+    since = told["since"]
+    return ToldAlert(mark.key.removeprefix(_TOLD_ALERT), datetime.fromisoformat(told["told_at"]),
+                     datetime.fromisoformat(since) if since else None, told["runs"])
 
 
 def _rebuilt_row(contact: RebuiltContact, rebuilt_at: datetime) -> dict[str, object]:
