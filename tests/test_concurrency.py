@@ -4,15 +4,18 @@ answers recorded right whatever order they come back in."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from funnelsync.config import parse_config
+from funnelsync.connectors.budget import RequestBudget, Slot
 from funnelsync.mappings.schema import property_specs
 from funnelsync.sandbox import SandboxServer
 from funnelsync.sandbox.latency import Latency
@@ -60,7 +63,25 @@ def test_requests_overlap_yet_no_rolling_10_s_window_holds_more_than_the_limit(
     assert most_in_flight(log) >= 3
 
 
-def test_a_429_holds_back_every_request_not_yet_sent(analytics: Analytics, tmp_path: Path) -> None:
+def test_a_429_holds_back_every_request_not_yet_sent(
+    analytics: Analytics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    let_through: list[float] = []  # the budget's clock, when each request was let through
+    pauses: list[tuple[float, float]] = []  # the budget's clock, before and after the pause took hold
+    acquire, pause = RequestBudget.acquire, RequestBudget.pause
+
+    def acquiring(budget: RequestBudget) -> Slot:
+        slot = acquire(budget)
+        let_through.append(slot.sent)
+        return slot
+
+    def pausing(budget: RequestBudget, seconds: float) -> None:
+        before = time.monotonic()
+        pause(budget, seconds)
+        pauses.append((before, time.monotonic()))
+
+    monkeypatch.setattr(RequestBudget, "acquire", acquiring)
+    monkeypatch.setattr(RequestBudget, "pause", pausing)
     analytics.add_many(2000, calls=3)
     with SandboxServer(token=TOKEN, latency=Latency(0.2)) as hubspot:
         config = paced_config(analytics, hubspot, tmp_path, 250, concurrency=6)
@@ -69,10 +90,14 @@ def test_a_429_holds_back_every_request_not_yet_sent(analytics: Analytics, tmp_p
         log = hubspot.store.request_log()
     assert summary.written == 2000
     [refused] = [r for r in log if r["status"] == 429]
-    later = [r["arrived"] for r in log if r["arrived"] > refused["time"]]
-    assert later, "requests went on after the 429"
-    # HubSpot gave no Retry-After: funnelsync waits a second before any request goes out again
-    assert min(later) >= refused["time"] + 0.9
+    # HubSpot gave no Retry-After: from when funnelsync read the 429, nothing goes out for a second.
+    # What was let through before it read it (its threads may get the GIL late) is not held back.
+    [(before, after)] = pauses
+    assert [sent for sent in let_through if after < sent < before + 0.99] == []
+    assert any(sent >= before + 1.0 for sent in let_through), "requests went on after the pause"
+    # and HubSpot saw it: a quiet second among the arrivals that came after the 429
+    arrivals = sorted(r["arrived"] for r in log if r["arrived"] > refused["time"])
+    assert max(later - earlier for earlier, later in itertools.pairwise([refused["time"], *arrivals])) >= 0.9
 
 
 def test_answers_coming_back_out_of_order_are_each_recorded_for_their_own_contacts(
