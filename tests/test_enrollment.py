@@ -211,6 +211,40 @@ def test_a_lists_adds_and_removes_of_one_run_go_in_one_call_each_however_the_jou
     assert sorted(path.rpartition("/")[2] for path in calls if "/memberships/" in path) == ["add", "remove"]
 
 
+def test_the_lists_a_run_changes_are_found_or_made_alongside_the_set_up_before_any_write(
+    config: Config, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    analytics.add("bottom@example.com", calls=5000)
+    analytics.add("quiet@example.com", calls=0, role="Engineering")
+    first = sync(config)
+    assert first.enrollments.done[OperationKind.LIST_ADD] == 2
+    lists = answered_requests(sandbox, api_path("/crm/v3/lists"))
+    found = [r for r in lists if "/memberships/" not in r["path"]]
+    changed = [r for r in lists if "/memberships/" in r["path"]]
+    upserts = answered_requests(sandbox, api_path("/crm/v3/objects/contacts/batch/upsert"))
+    assert sorted(r["method"] for r in found) == ["GET", "GET", "POST", "POST"]  # each looked up, then made
+    assert max(r["time"] for r in found) < min(r["arrived"] for r in upserts)
+    assert len(changed) == 2 and min(r["arrived"] for r in changed) > max(r["time"] for r in upserts)
+    assert members(sandbox, PRODUCTION_LIST) == {"bottom@example.com"}
+
+
+def test_a_list_that_cannot_be_found_is_asked_for_once_and_its_changes_wait_for_the_next_run(
+    config: Config, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    analytics.add("bottom@example.com", calls=5000)
+    look_up = api_path("/crm/v3/lists/object-type-id/0-1/name/")
+    sandbox.inject_fault(method="GET", path_prefix=look_up, kind="status", status=503, count=1000)
+    first = sync(config, crm=HubSpotCrm(config.hubspot, TOKEN, sleep=lambda _: None))
+    asked = [r for r in answered_requests(sandbox, look_up) if PRODUCTION_LIST in r["path"]]
+    assert len(asked) == 6  # one look-up and its retries, in the set-up, and not again for its changes
+    assert first.written == 1 and first.enrollments.failed == 1 and first.exit_status == 1
+    assert "did not answer" in first.enrollments.halted
+    sandbox.faults.clear()
+    second = sync(config)
+    assert second.enrollments.done == {OperationKind.LIST_ADD: 1}
+    assert members(sandbox, PRODUCTION_LIST) == {"bottom@example.com"}
+
+
 def test_funnel_timing_is_computed_from_signup_and_stage_entries(
     analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
 ) -> None:

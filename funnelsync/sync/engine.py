@@ -9,10 +9,12 @@ run left unfinished, then its diff plans again whatever was not confirmed.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -28,7 +30,7 @@ from funnelsync.mappings.schema import property_specs
 from funnelsync.state.models import RunOutcome
 from funnelsync.state.records import CallCount, Confirmed, Refused, WriteBatch
 from funnelsync.state.store import StateStore
-from funnelsync.sync.enrollments import EnrollmentRunner, EnrollmentSummary
+from funnelsync.sync.enrollments import EnrollmentRunner, EnrollmentSummary, lists_to_change
 from funnelsync.sync.inflight import send_all
 from funnelsync.sync.lost_state import find_lost_state, refuse_lost_state
 from funnelsync.sync.outcomes import segment_targets, stage_entry_operations, stage_targets
@@ -202,20 +204,33 @@ class SyncEngine:
             summary.stopped_early = True
             log.warning("stop requested while planning: nothing sent", run_id=run_id, rows_planned=plan.rows_read)
             return summary
-        summary.schema = self.crm.properties.ensure_properties(property_specs(self.config))
+        enrollments = EnrollmentRunner(
+            self.crm.enrollment, self.state, self.stop, self.call_count, width=self.crm.requests_wanted_in_flight,
+            progress=self.progress, requests_per_second=self.config.hubspot.requests_per_10s / 10,
+        )
+        summary.schema = self._set_up(enrollments, plan)
         self.state.record_results(run_id, [], summary.refused)
         telemetry.contacts_rejected(len(summary.refused))
         self.state.forget_rejects(plan.settled)
         self._write(run_id, summary)
         if not self.stop.is_set():
-            summary.enrollments = EnrollmentRunner(
-                self.crm.enrollment, self.state, self.stop, self.call_count, width=self.crm.requests_wanted_in_flight,
-                progress=self.progress, requests_per_second=self.config.hubspot.requests_per_10s / 10,
-            ).run()
+            summary.enrollments = enrollments.run()
         if self.stop.is_set() and self.state.pending_enrollments():
             summary.stopped_early = True
         summary.api_calls = self.calls()
         return summary
+
+    def _set_up(self, enrollments: EnrollmentRunner, plan: Plan) -> SchemaReport:
+        """The properties checked or made and, meanwhile, the lists this run changes found or
+        made: a list's look-up then no longer holds up its first change."""
+        lists = lists_to_change(self.state, self._stage_targets, stages_move=bool(plan.stage_moves))
+        if not lists:
+            return self.crm.properties.ensure_properties(property_specs(self.config))
+        with ThreadPoolExecutor(1, thread_name_prefix="funnelsync-lists") as finding:
+            found = finding.submit(contextvars.copy_context().run, enrollments.find_lists, lists)
+            schema = self.crm.properties.ensure_properties(property_specs(self.config))
+            found.result()
+        return schema
 
     def _write(self, run_id: int, summary: RunSummary) -> None:
         hubspot = self.config.hubspot

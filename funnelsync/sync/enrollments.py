@@ -15,7 +15,7 @@ import json
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
@@ -23,7 +23,7 @@ from itertools import groupby
 import structlog
 
 from funnelsync import telemetry
-from funnelsync.config import Config
+from funnelsync.config import Config, Enroll
 from funnelsync.connectors.crm import Enrollment
 from funnelsync.errors import (
     BatchRejected,
@@ -33,6 +33,7 @@ from funnelsync.errors import (
     FatalError,
     FunnelsyncError,
     OutcomeUnknown,
+    StopRequested,
 )
 from funnelsync.state.models import Operation, OperationKind, OperationStatus
 from funnelsync.state.records import CallCount
@@ -100,6 +101,15 @@ def unchecked_targets(config: Config) -> list[str]:
     return notes
 
 
+def lists_to_change(state: StateStore, stage_targets: Mapping[str, Enroll | None], *, stages_move: bool) -> set[str]:
+    """The lists this run will change: those with changes journaled and, when contacts move
+    stage, every stage's list (each move may add to one and remove from another)."""
+    names = {target for kind, target, _ in state.unfinished_by_target() if kind in LIST_KINDS}
+    if stages_move:
+        names |= {enroll.list for enroll in stage_targets.values() if enroll and enroll.list}
+    return names
+
+
 def event_uuid(key: str) -> str:
     """The uuid of the event occurrence an enrollment sends: the same for every retry of one entry."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"funnelsync:{key}"))
@@ -147,6 +157,7 @@ class EnrollmentRunner:
         self.requests_per_second = requests_per_second
         self.summary = EnrollmentSummary()
         self._list_ids: dict[str, str] = {}
+        self._list_errors: dict[str, FunnelsyncError] = {}  # a list that could not be found nor made, and why
         self._record_ids: dict[str, str] = {}
         # Enrollments go out from several threads; their marks and counts are made one at a time.
         self._lock = threading.RLock()
@@ -238,9 +249,31 @@ class EnrollmentRunner:
         with self._lock:
             self.summary.count(chunk[0].kind, len(chunk))
 
+    def find_lists(self, names: Iterable[str]) -> None:
+        """Find (or make) the lists this run will change, ahead of their changes: their look-ups
+        then go alongside the set-up, not one by one before each list's first change. A list
+        that cannot be had is told when its changes come (once, without another call)."""
+        for name in sorted(set(names)):
+            if self.stop.is_set():
+                return
+            try:
+                self._list_id(name)
+            except (DailyLimitReached, StopRequested):
+                raise
+            except FunnelsyncError:
+                continue  # told with the list's changes
+
     def _list_id(self, name: str) -> str:
+        if name in self._list_errors:
+            raise self._list_errors[name]
         if name not in self._list_ids:
-            found = self.crm.find_or_create_list(name)
+            try:
+                found = self.crm.find_or_create_list(name)
+            except (DailyLimitReached, StopRequested):  # the run's end, not the list's
+                raise
+            except FunnelsyncError as error:
+                self._list_errors[name] = error
+                raise
             assert found is not None
             self._list_ids[name] = found
         return self._list_ids[name]
