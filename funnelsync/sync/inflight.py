@@ -63,34 +63,46 @@ def send_all(items: Iterable[Item], send: Callable[[Item], Result], record: Call
     """`send` each item on a worker, at most `width()` at once; `record` each result here."""
     queue = _Queue(items, key)
     running: dict[Future[Result], Item] = {}
+    answered: list[tuple[Item, Result]] = []
     failure: BaseException | None = None
+
+    def collect(finished: Iterable[Future[Result]]) -> None:
+        nonlocal failure
+        for future in finished:
+            item = running.pop(future)
+            queue.release(item)
+            error = future.exception()
+            if error is not None:
+                failure = failure or error
+            else:
+                answered.append((item, future.result()))
+
     with ThreadPoolExecutor(MOST_WORKERS, thread_name_prefix="funnelsync-request") as workers:
-        answered: list[tuple[Item, Result]] = []
-        while True:
-            # The next requests go out first: what came back is recorded while they are on their way.
+
+        def top_up() -> None:
+            """The next requests go out before anything is recorded: a slot freed by an answer
+            does not wait while the answers that came with it are recorded."""
+            collect([future for future in running if future.done()])
             while failure is None and not stop.is_set() and len(running) < max(width(), 1):
                 item = queue.next_free()
                 if item is None:
-                    break
+                    return
                 queue.take(item)
                 context = contextvars.copy_context()  # the run's metrics and log context go along
                 running[workers.submit(context.run, send, item)] = item
-            for item, result in answered:
+
+        while True:
+            top_up()
+            while answered:
+                item, result = answered.pop(0)
                 try:
                     record(item, result)
                 except BaseException as exc:  # the state refused: send nothing more, finish what is in flight
                     failure = failure or exc
-            answered = []
+                top_up()
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                item = running.pop(future)
-                queue.release(item)
-                error = future.exception()
-                if error is not None:
-                    failure = failure or error
-                else:
-                    answered.append((item, future.result()))
+            collect(finished)
     if failure is not None:
         raise failure
