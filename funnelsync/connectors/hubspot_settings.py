@@ -48,7 +48,7 @@ class HubSpotSettings(_Strict):
         "Contacts a batch upsert; HubSpot takes at most 100."))
     concurrency: int = Field(default=0, ge=0, le=64, description=(
         "Requests in flight at once, within requests_per_10s: 0 = as many as the limit and HubSpot's "
-        "measured answer time need (about requests_per_10s / 10 s x answer time x 1.25, plus one); 1 = one at a time."))
+        "measured answer time need (about requests_per_10s / 10 s x answer time, plus one); 1 = one at a time."))
     timeout_seconds: float = Field(default=30.0, gt=0, description=(
         "How long a request to HubSpot may take before it is given up (and, if it may have been applied, "
         "checked before it is sent again)."))

@@ -35,9 +35,6 @@ from funnelsync.errors import (
 log = structlog.get_logger("funnelsync.hubspot")
 Send = Callable[..., tuple[Any, int, Mapping[str, str]]]
 MOST_IN_FLIGHT = 32  # whatever the latency: more would only wait for the budget
-# A quarter more than the rate and the answer time need, waiting at the budget: a place the window
-# frees is taken at once, not when the thread recording the answers gets round to sending.
-IN_FLIGHT_MARGIN = 1.25
 
 # path part -> the kind of endpoint, for the request metrics (never a path with ids in it)
 ENDPOINT_KINDS = (("/batch/upsert", "contacts_upsert"), ("/batch/read", "contacts_read"),
@@ -111,11 +108,11 @@ class HubSpotApi:
 
     def requests_wanted_in_flight(self) -> int:
         """How many requests to keep in flight: `[hubspot].concurrency`, or (0) as many as the
-        budget's rate times HubSpot's measured answer time, a quarter more, plus one."""
+        budget's rate times HubSpot's measured answer time, plus one."""
         if self.settings.concurrency:
             return self.settings.concurrency
         rate = self.budget.window_limit() / self.budget.interval
-        return min(MOST_IN_FLIGHT, math.ceil(rate * self.budget.latency * IN_FLIGHT_MARGIN) + 1)
+        return min(MOST_IN_FLIGHT, math.ceil(rate * self.budget.latency) + 1)
 
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._sessions, "session", None)
