@@ -16,6 +16,8 @@ import requests
 
 from funnelsync.config import parse_config
 from funnelsync.connectors.budget import RequestBudget, Slot
+from funnelsync.connectors.hubspot.client import HubSpotApi
+from funnelsync.connectors.hubspot_settings import HubSpotSettings
 from funnelsync.mappings.schema import property_specs
 from funnelsync.sandbox import SandboxServer
 from funnelsync.sandbox.latency import Latency
@@ -221,3 +223,16 @@ def test_a_property_created_whose_answer_was_lost_is_taken_as_made_not_refused(
     assert summary.outcome == RunOutcome.OK and summary.written == 5
     assert creations[409] == 2  # the two retries found what their lost answers had made
     assert {spec.name for spec in property_specs(config)} <= set(held)
+
+
+def test_auto_concurrency_is_what_the_rate_and_answer_time_need_plus_one_at_most_32() -> None:
+    def wanted(limit: int, answer_seconds: float, concurrency: int = 0) -> int:
+        api = HubSpotApi(HubSpotSettings(requests_per_10s=limit, concurrency=concurrency), TOKEN)
+        api.budget.latency = answer_seconds
+        return api.requests_wanted_in_flight()
+
+    assert wanted(250, 0.82) == 22  # 25 a second x 0.82 s = 20.5 -> 21, + 1
+    assert wanted(100, 0.3) == 4  # 10 x 0.3 = 3, + 1
+    assert wanted(190, 0.0) == 1  # nothing measured yet: one, until an answer says how long they take
+    assert wanted(250, 5.0) == 32
+    assert wanted(250, 0.8, concurrency=3) == 3
