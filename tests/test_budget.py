@@ -20,9 +20,10 @@ class FakeClock:
 
 
 def sent_times(budget: RequestBudget, clock: FakeClock, count: int) -> list[float]:
+    """Requests answered as soon as they are let through."""
     times = []
     for _ in range(count):
-        budget.acquire()
+        budget.answered(budget.acquire())
         times.append(clock.now)
     return times
 
@@ -123,3 +124,47 @@ def test_an_answer_counts_from_when_it_came_whatever_the_order_of_answers() -> N
     assert budget.in_flight() == 0 and budget.latency > 0
     budget.acquire()  # both slots count from their answers: the first frees at 1011
     assert clock.now == 1011.0
+
+
+def test_a_request_in_flight_longer_than_the_window_counts_until_it_is_answered() -> None:
+    """It may reach the remote at any moment before its answer, so its place is not given back
+    when the window it was sent in has passed."""
+    clock = FakeClock()
+    budget = RequestBudget(2, 10.0, clock=clock, sleep=clock.sleep)
+    slow = budget.acquire()
+    budget.answered(budget.acquire())
+    clock.now += 25.0
+    assert budget.used_share() == 0.5
+    budget.acquire()
+    assert clock.now == 1025.0  # the answered one has left the window; the slow one holds the other place
+    clock.now += 5.0
+    budget.answered(slow)
+    budget.acquire()
+    assert clock.now == 1040.0  # 10 s after the slow one's answer
+
+
+def test_requests_let_through_before_the_answered_one_are_taken_to_be_in_the_remotes_count() -> None:
+    """Remaining is counted when the answered request reached the remote: ours let through
+    before it are in that count, so they do not make it look like someone else is using the
+    window; ours let through after it are not, so they still use up what is left."""
+    clock = FakeClock()
+    budget = RequestBudget(10, 10.0, clock=clock, sleep=clock.sleep)
+    before, answered, after = budget.acquire(), budget.acquire(), budget.acquire()
+    budget.answered(answered)
+    budget.observe(remaining=8, answering=answered)  # the remote had `before` and `answered`
+    assert before is not None and after is not None
+    assert len(sent_times(budget, clock, 7)) == 7 and clock.now == 1000.0  # 8 left, less `after`
+    budget.acquire()
+    assert clock.now >= 1010.0
+
+
+def test_someone_else_using_the_window_is_still_seen_beside_requests_in_flight() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(10, 10.0, clock=clock, sleep=clock.sleep)
+    budget.acquire()
+    answered = budget.acquire()
+    budget.answered(answered)
+    budget.observe(remaining=3, answering=answered)  # 7 counted, 2 of them ours: 5 someone else's
+    assert len(sent_times(budget, clock, 3)) == 3 and clock.now == 1000.0
+    budget.acquire()
+    assert clock.now >= 1010.0

@@ -52,6 +52,7 @@ FAULTS: dict[str, dict[str, Any]] = {
     "applied-then-reset": {"kind": "reset_after"},
     "applied-then-answered-after-the-timeout": {"kind": "late", "delay": TIMEOUT * 3},
     "applied-then-5xx": {"kind": "status_after", "status": 503},
+    "applied-then-cut-mid-body": {"kind": "cut_after"},
     "429": {"kind": "status", "status": 429},
 }
 

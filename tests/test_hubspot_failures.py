@@ -115,6 +115,22 @@ def test_5xx_and_connection_resets_mid_backfill_are_retried_without_losing_a_row
     assert len(sleeps) == 5
 
 
+def test_an_answer_cut_short_mid_body_is_a_lost_answer_and_the_batch_is_sent_again(
+    config: Config, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    """HubSpot applied the batch and sent its status line, then the connection dropped in the
+    body: the batch counts as unanswered (never as written), and its resend is what is recorded."""
+    emails = analytics.add_many(250, calls=3)
+    sandbox.inject_fault(kind="slow", delay=0.0, count=1)
+    sandbox.inject_fault(kind="cut_after", count=2)
+    crm = crm_for(config)
+    summary = sync(config, crm)
+    assert (summary.written, summary.rejected) == (250, 0)
+    assert set(sandbox.store.contacts_by_email()) == set(emails)
+    assert len(answered(sandbox, 200)) == 3 + 2 and len(sleeps) == 2  # two cut, each sent again
+    assert crm.contacts.api.budget.in_flight() == 0  # their places in the budget were given back
+
+
 def test_5xx_beyond_the_retry_limit_is_fatal_and_records_only_what_was_confirmed(
     config: Config, analytics: Analytics, sandbox: SandboxServer
 ) -> None:

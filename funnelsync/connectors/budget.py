@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from funnelsync.errors import DailyLimitReached, StopRequested
 
 LATENCY_WEIGHT = 0.2  # of the newest answer in the moving average of answer times
+UNANSWERED_POLL = 0.05  # seconds: how often to look again when the window holds only requests in flight
 
 
 @dataclass
@@ -65,7 +66,7 @@ class RequestBudget:
                         "the next run after the reset carries on"
                     )
                 now = self._clock()
-                self._slots = [slot for slot in self._slots if now - slot.at < self.interval]
+                self._slots = [slot for slot in self._slots if self._counted(slot, now)]
                 wait = self._blocked_until - now
                 if wait <= 0 and len(self._slots) < self.window_limit():
                     slot = Slot(now, now)
@@ -73,7 +74,8 @@ class RequestBudget:
                     self.used_today += 1
                     return slot
                 if wait <= 0:
-                    wait = self.interval - (now - min(slot.at for slot in self._slots))
+                    answered = [slot.at for slot in self._slots if slot.answered]
+                    wait = self.interval - (now - min(answered)) if answered else UNANSWERED_POLL
             wait = max(wait, 0.001)
             self.waited_seconds += wait
             self._sleep(wait)
@@ -92,6 +94,10 @@ class RequestBudget:
             slot.at, slot.answered = max(slot.at, now), True
             self.latency += LATENCY_WEIGHT * (now - slot.sent - self.latency)
 
+    def _counted(self, slot: Slot, now: float) -> bool:
+        """A request not yet answered counts however long ago it was sent: it may still arrive."""
+        return not slot.answered or now - slot.at < self.interval
+
     def in_flight(self) -> int:
         with self._lock:
             return sum(1 for slot in self._slots if not slot.answered)
@@ -100,14 +106,19 @@ class RequestBudget:
         return min(self.limit, self._remote_limit or self.limit)
 
     def observe(self, remaining: int | None, interval_ms: int | None = None,
-                daily_remaining: int | None = None, maximum: int | None = None) -> None:
-        """Correct the budget from the remote's headers when they say less is allowed or left."""
+                daily_remaining: int | None = None, maximum: int | None = None, *,
+                answering: Slot | None = None) -> None:
+        """Correct the budget from the remote's headers when they say less is allowed or left.
+
+        `answering` is the request whose answer carried them. The remote counted what had
+        reached it when that request did: the requests of ours let through before it and still
+        in flight are taken to be in its count, those let through after it not yet."""
         with self._lock:
             if maximum is not None and maximum > 0:
                 self._remote_limit = maximum
             if remaining is not None:
-                # The remote counted what had reached it; a request of ours still in flight may not have.
-                remaining -= sum(1 for slot in self._slots if not slot.answered)
+                since = answering.sent if answering is not None else float("-inf")
+                remaining -= sum(1 for slot in self._slots if not slot.answered and slot.sent > since)
                 mine_left = self.window_limit() - len(self._slots)
                 if remaining < mine_left:
                     # Someone else (another integration on the portal) is using the window too:
@@ -121,7 +132,7 @@ class RequestBudget:
         """The share of the window's limit in use now."""
         with self._lock:
             now = self._clock()
-            return sum(1 for slot in self._slots if now - slot.at < self.interval) / self.window_limit()
+            return sum(1 for slot in self._slots if self._counted(slot, now)) / self.window_limit()
 
     def left_today(self) -> int | None:
         return None if self.daily_limit is None else max(self.daily_limit - self.used_today, 0)

@@ -66,3 +66,4 @@ class Answer:
     status: int
     body: Any = NO_BODY
     headers: dict[str, str] = field(default_factory=dict)
+    cut: bool = False  # sent with its status and headers, then the connection drops mid-body

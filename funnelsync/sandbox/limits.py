@@ -15,9 +15,10 @@ INTERVAL_SECONDS = 10.0
 UNLIMITED_BURST = 10_000
 
 # before HubSpot applies the request: status, reset, slow, reject_rows; after it applied it (the
-# answer lost on the way back): reset_after, late (answered after `delay`), status_after (a 5xx)
-FAULT_KINDS = ("status", "reset", "slow", "reject_rows", "reset_after", "late", "status_after")
-AFTER_APPLYING = frozenset({"reset_after", "late", "status_after"})
+# answer lost on the way back): reset_after, late (answered after `delay`), status_after (a 5xx),
+# cut_after (the status line and headers sent, the body cut short)
+FAULT_KINDS = ("status", "reset", "slow", "reject_rows", "reset_after", "late", "status_after", "cut_after")
+AFTER_APPLYING = frozenset({"reset_after", "late", "status_after", "cut_after"})
 # where a fault lands unless told: the contact batch upsert in every API version
 # (`/crm/v3/objects/contacts/...` and `/crm/objects/2026-09/contacts/...`), `*` being one segment
 UPSERT_IN_ANY_VERSION = "/crm/*/*/contacts/batch/upsert"

@@ -119,7 +119,7 @@ class SandboxServer:
                      emails: Iterable[str] | None = None, every: int = 1) -> Fault:
         """Make the next `count` matching API requests (or every `every`-th of them) fail:
         before they are applied (status | reset | slow | reject_rows) or after (reset_after |
-        late | status_after)."""
+        late | status_after | cut_after)."""
         fault = Fault(method, path_prefix, kind, status, count, delay, frozenset(emails or ()), every)
         self.faults.add(fault)
         return fault
@@ -216,6 +216,9 @@ def _lose(answer: Answer, fault: Fault) -> Answer | None:
         return None
     if fault.kind == "status_after":
         return _error_answer(server_error(fault.status))
+    if fault.kind == "cut_after":
+        answer.cut = True
+        return answer
     time.sleep(fault.delay)  # late: after the client gave up waiting
     return answer
 
@@ -335,6 +338,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, answer: Answer) -> None:
         payload, content_type = _payload(answer)
+        if answer.cut and not payload:
+            self._drop_connection()
+            return
         try:
             self.send_response(answer.status)
             self.send_header("Content-Type", answer.headers.get("Content-Type", content_type))
@@ -345,7 +351,11 @@ class _Handler(BaseHTTPRequestHandler):
             if payload or answer.status != HTTPStatus.NO_CONTENT:
                 self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            if payload and self.command != "HEAD":
+            if answer.cut:  # an answer with no body to cut is dropped whole, as by reset_after
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                self._drop_connection()
+            elif payload and self.command != "HEAD":
                 self.wfile.write(payload)
         except (ConnectionError, TimeoutError):
             self.close_connection = True

@@ -8,6 +8,7 @@ HubSpot answers 5xx, the call raises `OutcomeUnknown` at once: the caller settle
 
 from __future__ import annotations
 
+import json as json_module
 import math
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -18,7 +19,7 @@ import structlog
 import urllib3
 
 from funnelsync import telemetry
-from funnelsync.connectors.budget import RequestBudget
+from funnelsync.connectors.budget import RequestBudget, Slot
 from funnelsync.connectors.hubspot.errors import HubSpotAnswer, classify, parse_body
 from funnelsync.connectors.hubspot.paths import ApiPaths
 from funnelsync.connectors.hubspot_settings import HubSpotSettings
@@ -33,7 +34,11 @@ from funnelsync.errors import (
 )
 
 log = structlog.get_logger("funnelsync.hubspot")
-Send = Callable[..., tuple[Any, int, Mapping[str, str]]]
+Send = Callable[..., requests.Response]  # its body not yet read
+JSON_CONTENT = {"Content-Type": "application/json"}
+# a lost answer: no connection, no answer in time, or an answer cut short
+LOST = (urllib3.exceptions.HTTPError, requests.ConnectionError, requests.Timeout,
+        requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
 MOST_IN_FLIGHT = 32  # whatever the latency: more would only wait for the budget
 
 # path part -> the kind of endpoint, for the request metrics (never a path with ids in it)
@@ -99,10 +104,11 @@ class HubSpotApi:
         Statuses in `allow` come back instead of raising (e.g. 404 for "not there yet").
         """
 
-        def send(*, _request_timeout: float) -> tuple[Any, int, Mapping[str, str]]:
-            response = self._session().request(method, self.settings.base_url + path, params=params, json=json,
-                                               timeout=_request_timeout)
-            return _body(response), response.status_code, response.headers
+        body, headers = (None, None) if json is None else (_json_bytes(json), JSON_CONTENT)
+
+        def send(*, _request_timeout: float) -> requests.Response:
+            return self._session().request(method, self.settings.base_url + path, params=params, data=body,
+                                           headers=headers, timeout=_request_timeout, stream=True)
 
         return self.call(what, send, kind=endpoint_kind(path), allow=allow, idempotent=idempotent)
 
@@ -124,8 +130,11 @@ class HubSpotApi:
 
     def call(self, what: str, send: Send, *, kind: str = "other", allow: Collection[int] = (),
              idempotent: bool = True) -> tuple[Any, int]:
-        """Send one request through the budget and retries. `send` answers (body, status, headers)
-        whatever the status; an HTTP error status is classified here."""
+        """Send one request through the budget and retries. `send` answers HubSpot's response,
+        whatever the status, its body still unread; an HTTP error status is classified here.
+
+        The budget counts the request from its status line: HubSpot has had it by then, and
+        reading and parsing a large body must not keep the next request waiting."""
 
         def attempt() -> tuple[Any, int]:
             if self.stop.is_set():
@@ -134,19 +143,21 @@ class HubSpotApi:
             with self._counting:
                 self.calls += 1
             try:
-                data, status, headers = send(_request_timeout=self.settings.timeout_seconds)
-            except (urllib3.exceptions.HTTPError, requests.ConnectionError, requests.Timeout) as exc:
+                response = send(_request_timeout=self.settings.timeout_seconds)
                 self.budget.answered(slot)
+                data, status, headers = _body(response), response.status_code, response.headers
+            except LOST as exc:
                 telemetry.hubspot_request(kind, "timeout" if isinstance(exc, requests.Timeout) else "reset")
                 if idempotent or _never_sent(exc):
                     raise RetriableError(f"no answer from HubSpot ({type(exc).__name__})") from None
                 raise OutcomeUnknown(f"HubSpot's answer to {what} was lost ({type(exc).__name__})") from None
-            self.budget.answered(slot)
+            finally:
+                self.budget.answered(slot)  # a request in flight counts until then; once answered, no change
             telemetry.hubspot_request(kind, status)
             if status >= 400:
                 answer = HubSpotAnswer(status, data if isinstance(data, dict) else {}, dict(headers))
-                return self._refused(answer, allow, idempotent)
-            self._observe(dict(headers or {}))
+                return self._refused(answer, allow, idempotent, slot)
+            self._observe(dict(headers or {}), slot)
             return data, status
 
         try:
@@ -164,8 +175,9 @@ class HubSpotApi:
     def _wait(self, seconds: float) -> None:
         self.stop.wait(seconds)  # a stop cuts a wait between retries short
 
-    def _refused(self, answer: HubSpotAnswer, allow: Collection[int], idempotent: bool) -> tuple[Any, int]:
-        self._observe(answer.headers)
+    def _refused(self, answer: HubSpotAnswer, allow: Collection[int], idempotent: bool,
+                 slot: Slot) -> tuple[Any, int]:
+        self._observe(answer.headers, slot)
         if answer.status in allow:
             return None, answer.status
         error = classify(answer, self.settings.token_env)
@@ -180,20 +192,29 @@ class HubSpotApi:
                 self.rate_limited += 1
         raise error from None
 
-    def _observe(self, headers: Mapping[str, str]) -> None:
+    def _observe(self, headers: Mapping[str, str], slot: Slot) -> None:
         self.budget.observe(
             _header_int(headers, "X-HubSpot-RateLimit-Remaining"),
             _header_int(headers, "X-HubSpot-RateLimit-Interval-Milliseconds"),
             _header_int(headers, "X-HubSpot-RateLimit-Daily-Remaining"),
             _header_int(headers, "X-HubSpot-RateLimit-Max"),
+            answering=slot,
         )
         telemetry.rate_budget(self.budget.used_share(), self.budget.left_today())
 
 
+def _json_bytes(payload: Any) -> bytes:
+    """A request's body, made before the budget lets the request through."""
+    return json_module.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
 def _body(response: requests.Response) -> Any:
-    if response.status_code >= 400 or not response.content:
-        return parse_body(response.content)
+    """The body as JSON ({} when empty); reading it may raise one of `LOST`."""
+    with response:
+        raw = response.content
+    if response.status_code >= 400 or not raw:
+        return parse_body(raw)
     try:
-        return response.json()
+        return json_module.loads(raw)
     except ValueError:
         return {}
