@@ -338,7 +338,7 @@ class BackfillSink:
     them (the sample check holds it to that):
 
     * JournalSink -> StateStore.journal_writes: one `write` operation a batch of 100, marked done
-      (its payload emptied) by record_results(operation_id=...);
+      (its payload emptied) by record_results(operation_ids=...);
     * StateStore.record_results -> _merge_confirmed: a contact row, its stage change, its stage
       entry, and the stage's enrollments (sync.outcomes), marked done by the enrollment runner;
     * StateStore.record_segment_changes: segment members and their enrollments, marked done.

@@ -142,8 +142,8 @@ def test_one_contact_is_never_in_two_requests_in_flight_at_once() -> None:
         return item[1] * 10
 
     items = [("ada", 1), ("ada", 2), ("bob", 3), ("ada", 4), ("cy", 5), ("bob", 6)]
-    send_all(items, send, lambda item, result: recorded.append((item[0], result)), width=lambda: 6,
-             stop=threading.Event(), key=lambda item: item[0])
+    send_all(items, send, lambda answered: recorded.extend((item[0], result) for item, result in answered),
+             width=lambda: 6, stop=threading.Event(), key=lambda item: item[0])
     assert max(most.values()) == 1
     assert sorted(recorded) == sorted((name, n * 10) for name, n in items)
     assert [r for r in recorded if r[0] == "ada"] == [("ada", 10), ("ada", 20), ("ada", 40)]  # in order
@@ -164,13 +164,40 @@ def test_an_error_stops_sending_and_what_is_in_flight_is_still_recorded() -> Non
         return item
 
     try:
-        send_all(range(100), send, lambda item, result: recorded.append(result), width=lambda: 3,
+        send_all(range(100), send, lambda answered: recorded.extend(result for _, result in answered), width=lambda: 3,
                  stop=threading.Event())
     except RuntimeError as error:
         assert str(error) == "HubSpot did not answer"
     else:
         raise AssertionError("the error was not raised")
     assert len(sent) < 10 and sorted(recorded) == sorted(item for item in sent if item != 0)
+
+
+def test_sending_goes_on_while_answers_are_recorded_and_those_waiting_are_recorded_together() -> None:
+    """A slow record holds no place in flight; the answers that came meanwhile are recorded in
+    one call, and never more than twice the width wait to be recorded."""
+    lock = threading.Lock()
+    sent: list[int] = []
+    calls: list[list[int]] = []
+    most_waiting = 0
+
+    def send(item: int) -> int:
+        with lock:
+            sent.append(item)
+        time.sleep(0.01)
+        return item
+
+    def record(answered: list[tuple[int, int]]) -> None:
+        nonlocal most_waiting
+        with lock:
+            most_waiting = max(most_waiting, len(sent) - sum(len(call) for call in calls))
+        calls.append([result for _, result in answered])
+        time.sleep(0.1)
+
+    send_all(range(40), send, record, width=lambda: 3, stop=threading.Event())
+    assert sorted(result for call in calls for result in call) == list(range(40))
+    assert len(calls) < 40 and max(len(call) for call in calls) > 1
+    assert len(sent) == 40 and most_waiting <= 2 * 3
 
 
 def test_a_stop_sends_nothing_more_and_waits_for_what_is_in_flight() -> None:
@@ -183,7 +210,8 @@ def test_a_stop_sends_nothing_more_and_waits_for_what_is_in_flight() -> None:
         time.sleep(0.05)
         return item
 
-    send_all(range(50), send, lambda item, result: recorded.append(result), width=lambda: 2, stop=stop)
+    send_all(range(50), send, lambda answered: recorded.extend(result for _, result in answered), width=lambda: 2,
+             stop=stop)
     assert 3 <= len(recorded) < 50  # the journal's side of a stop: tests/test_crash_recovery.py
 
 

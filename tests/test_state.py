@@ -105,10 +105,22 @@ def test_journaled_batches_come_back_in_order_and_done_ones_do_not(store: StateS
     batches = [[write(f"dev{b}-{i}@example.com", n=str(i)) for i in range(3)] for b in range(45)]
     assert store.journal_writes(run, batches, 0) == 45
     first = next(store.planned_write_batches(run))
-    store.record_results(run, [Confirmed(w, None) for w in first.writes], [], operation_id=first.operation_id)
+    store.record_results(run, [Confirmed(w, None) for w in first.writes], [], operation_ids=[first.operation_id])
     remaining = list(store.planned_write_batches(run))
     assert len(remaining) == 44
     assert remaining[0].writes[0].email == "dev1-0@example.com"
+
+
+def test_batches_answered_together_are_recorded_in_one_transaction(store: StateStore) -> None:
+    run = store.start_run()
+    store.journal_writes(run, [[write(f"dev{b}-{i}@example.com", n=str(i)) for i in range(2)] for b in range(3)], 0)
+    first, second, third = store.planned_write_batches(run)
+    writes = [*first.writes, *second.writes]
+    store.record_results(run, [Confirmed(w, None) for w in writes], [],
+                         operation_ids=[first.operation_id, second.operation_id])
+    assert [batch.operation_id for batch in store.planned_write_batches(run)] == [third.operation_id]
+    emails = [w.email for w in [*writes, *third.writes]]
+    assert set(store.known_contacts(emails)) == {w.email for w in writes}
 
 
 def test_a_run_after_a_crash_supersedes_the_unfinished_writes_and_marks_the_run_interrupted(store: StateStore) -> None:
@@ -139,7 +151,7 @@ def test_a_finished_write_keeps_no_payload(store: StateStore) -> None:
     store.recover(run)
     store.journal_writes(run, [[write("bob@example.com", n="1")]], 0)
     [batch] = store.planned_write_batches(run)
-    store.record_results(run, [Confirmed(w, None) for w in batch.writes], [], operation_id=batch.operation_id)
+    store.record_results(run, [Confirmed(w, None) for w in batch.writes], [], operation_ids=[batch.operation_id])
     with store.engine.connect() as connection:
         payloads = connection.execute(sa.text("SELECT status, payload FROM operations ORDER BY id")).all()
     assert [tuple(row) for row in payloads] == [("superseded", "[]"), ("done", "[]")]  # the strings stored
@@ -165,7 +177,7 @@ def test_old_history_and_finished_operations_are_pruned(store: StateStore) -> No
     run = store.start_run()
     store.journal_writes(run, [[write("ada@example.com", n="1")]], 0)
     [batch] = store.planned_write_batches(run)
-    store.record_results(run, [Confirmed(batch.writes[0], None)], [], operation_id=batch.operation_id)
+    store.record_results(run, [Confirmed(batch.writes[0], None)], [], operation_ids=[batch.operation_id])
     store.finish_run(run, RunOutcome.OK)
     assert store.prune(timedelta(days=30)) == {"runs": 0, "operations": 0, "stage_changes": 0}
     pruned = store.prune(timedelta(seconds=-1))

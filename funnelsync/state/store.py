@@ -393,10 +393,11 @@ class StateStore:
     # -- recording results -------------------------------------------------------------------
 
     def record_results(self, run_id: int, confirmed: Iterable[Confirmed], refused: Iterable[Refused],
-                       *, enrollments: Sequence[PlannedOperation] = (), operation_id: int | None = None,
+                       *, enrollments: Sequence[PlannedOperation] = (), operation_ids: Sequence[int] = (),
                        calls: CallCount | None = None) -> None:
-        """One batch's outcome, in one transaction: the confirmed values and stage moves, the
-        enrollments they make, the rejected records, and the journal operation marked done.
+        """The outcome of one or more batches, in one transaction: the confirmed values and stage
+        moves, the enrollments they make, the rejected records, and the batches' journal
+        operations marked done.
 
         Rows go in as a few statements a batch, not one ORM object each: at HubSpot's rate a
         backfill records about 20 batches a second, and objects made that the bottleneck."""
@@ -431,8 +432,8 @@ class StateStore:
                 connection.execute(sa.delete(Reject).where(self._in(Reject.email, chunk)))
             for refusal in refused:
                 self._record_refusal(session, refusal, run_id, now)
-            if operation_id is not None:
-                connection.execute(sa.update(Operation).where(col(Operation.id) == operation_id)
+            if operation_ids:
+                connection.execute(sa.update(Operation).where(self._in(Operation.id, operation_ids))
                                    .values(status=OperationStatus.DONE, updated_at=now,
                                            attempts=Operation.attempts + 1, payload=_NO_PAYLOAD))
             self._record_calls(session, calls)

@@ -2,9 +2,10 @@
 journaled batches, record each batch's results.
 
 A batch's results are recorded with its journal operation marked done in one transaction,
-right after HubSpot answered: a contact counts as written only once HubSpot confirmed it, and
-a stop or a crash between batches loses nothing. The next run first closes what an earlier
-run left unfinished, then its diff plans again whatever was not confirmed.
+right after HubSpot answered (with the other batches answered meanwhile): a contact counts as
+written only once HubSpot confirmed it, and a stop or a crash between transactions loses
+nothing. The next run first closes what an earlier run left unfinished, then its diff plans
+again whatever was not confirmed.
 """
 
 from __future__ import annotations
@@ -237,9 +238,9 @@ class SyncEngine:
         clock = PhaseClock(WRITING, summary.to_write, self.progress, per_request=hubspot.batch_size,
                            requests_per_second=hubspot.requests_per_10s / 10)
 
-        def record(batch: WriteBatch, results: list[WriteResult]) -> None:
-            self._record(run_id, batch, results, summary)
-            clock.advance(len(batch.writes))
+        def record(answered: list[tuple[WriteBatch, list[WriteResult]]]) -> None:
+            self._record(run_id, answered, summary)
+            clock.advance(sum(len(batch.writes) for batch, _ in answered))
 
         send_all(self.state.planned_write_batches(run_id), self._send, record,
                  width=self.crm.requests_wanted_in_flight, stop=self.stop)
@@ -251,11 +252,14 @@ class SyncEngine:
     def _send(self, batch: WriteBatch) -> list[WriteResult]:
         return self.crm.contacts.write_contacts([ContactWrite(w.email, w.properties) for w in batch.writes])
 
-    def _record(self, run_id: int, batch: WriteBatch, results: list[WriteResult], summary: RunSummary) -> None:
-        planned = {write.email: write for write in batch.writes}
+    def _record(self, run_id: int, answered: list[tuple[WriteBatch, list[WriteResult]]], summary: RunSummary) -> None:
+        """The batches HubSpot answered, in one transaction with their operations marked done."""
+        planned = {write.email: write for batch, _ in answered for write in batch.writes}
+        results = [result for _, batch_results in answered for result in batch_results]
         confirmed = [Confirmed(planned[r.email], r.record_id) for r in results if r.ok]
         refused = [Refused(r.email, r.reason, r.code) for r in results if not r.ok]
-        self.state.record_results(run_id, confirmed, refused, operation_id=batch.operation_id, calls=self.call_count(),
+        self.state.record_results(run_id, confirmed, refused, calls=self.call_count(),
+                                  operation_ids=[batch.operation_id for batch, _ in answered],
                                   enrollments=stage_entry_operations(confirmed, self._stage_targets))
         telemetry.batch_recorded(len(confirmed), len(refused))
         summary.written += len(confirmed)

@@ -182,7 +182,7 @@ class EnrollmentRunner:
                 for changes in _list_calls(list(group)):
                     self._change_list(changes, lists)
                 continue
-            send_all(group, self._enroll, lambda operation, _: enrolling.advance(1), width=self.width,
+            send_all(group, self._enroll, lambda answered: enrolling.advance(len(answered)), width=self.width,
                      stop=self.stop, key=lambda operation: str(operation.email))
         if self.summary.problems:
             log.warning("enrollment targets failing", **self.summary.problems)
@@ -228,7 +228,8 @@ class EnrollmentRunner:
         size = self.crm.contacts_per_list_change
         chunks = [known[start : start + size] for start in range(0, len(known), size)]
         send_all(chunks, functools.partial(self._change_chunk, list_id, key),
-                 lambda chunk, _: clock.advance(len(chunk)), width=self.width, stop=self.stop)
+                 lambda answered: clock.advance(sum(len(chunk) for chunk, _ in answered)),
+                 width=self.width, stop=self.stop)
 
     def _change_chunk(self, list_id: str, key: str, chunk: list[Operation]) -> None:
         """One list-membership call, on a worker thread: marked before it is sent and after."""

@@ -1,7 +1,8 @@
 """Requests in flight at once, as many as the CRM wants (its rate budget and measured answer time
-say how many), on worker threads. What each brings back is handed to the calling thread in the
+say how many), on worker threads. What they bring back is handed to the calling thread in the
 order the answers come, and recorded there: a batch is journaled before it is sent and recorded
-with its result, whatever order HubSpot answers in.
+with its result, whatever order HubSpot answers in. The answers waiting when the calling thread
+is free are recorded together, so that recording keeps up with HubSpot's pace.
 
 Items sharing a key (a contact) are never in flight together. An error halts the phase: nothing
 more is sent, what is in flight is waited for and recorded, then the first error is raised. A
@@ -13,8 +14,9 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Generic, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from queue import SimpleQueue
+from typing import Generic, TypeVar, cast
 
 MOST_WORKERS = 64
 
@@ -58,51 +60,71 @@ class _Queue(Generic[Item]):
             self.busy.discard(self._key(item))
 
 
-def send_all(items: Iterable[Item], send: Callable[[Item], Result], record: Callable[[Item, Result], None], *,
+def send_all(items: Iterable[Item], send: Callable[[Item], Result],
+             record: Callable[[list[tuple[Item, Result]]], None], *,
              width: Callable[[], int], stop: threading.Event, key: Callable[[Item], str] | None = None) -> None:
-    """`send` each item on a worker, at most `width()` at once; `record` each result here."""
-    queue = _Queue(items, key)
-    running: dict[Future[Result], Item] = {}
-    answered: list[tuple[Item, Result]] = []
-    failure: BaseException | None = None
+    """`send` each item on a worker, at most `width()` at once; `record` the results here, as many
+    at once as have come back since the last `record`.
 
-    def collect(finished: Iterable[Future[Result]]) -> None:
-        nonlocal failure
-        for future in finished:
-            item = running.pop(future)
-            queue.release(item)
-            error = future.exception()
-            if error is not None:
-                failure = failure or error
-            else:
-                answered.append((item, future.result()))
+    A worker that has its answer sends the next item itself: a place freed in flight is not
+    held while this thread records. Answers waiting to be recorded hold places too once they
+    are as many as the width, so that a slow state slows the sending, never piles up answers."""
+    queue = _Queue(items, key)
+    lock = threading.Lock()  # over the queue and the counts: workers top up from their own threads
+    answers: SimpleQueue[tuple[Item, Result | None, BaseException | None]] = SimpleQueue()
+    running = waiting = 0  # sent and not answered; answered and not recorded
+    halted = False
 
     with ThreadPoolExecutor(MOST_WORKERS, thread_name_prefix="funnelsync-request") as workers:
 
         def top_up() -> None:
-            """The next requests go out before anything is recorded: a slot freed by an answer
-            does not wait while the answers that came with it are recorded."""
-            collect([future for future in running if future.done()])
-            while failure is None and not stop.is_set() and len(running) < max(width(), 1):
+            nonlocal running
+            limit = max(width(), 1)
+            while not halted and not stop.is_set() and running < limit and running + waiting < 2 * limit:
                 item = queue.next_free()
                 if item is None:
                     return
                 queue.take(item)
+                running += 1
                 context = contextvars.copy_context()  # the run's metrics and log context go along
-                running[workers.submit(context.run, send, item)] = item
+                workers.submit(context.run, work, item)
 
-        while True:
-            top_up()
-            while answered:
-                item, result = answered.pop(0)
-                try:
-                    record(item, result)
-                except BaseException as exc:  # the state refused: send nothing more, finish what is in flight
-                    failure = failure or exc
+        def work(item: Item) -> None:
+            nonlocal running, waiting, halted
+            result: Result | None = None
+            error: BaseException | None = None
+            try:
+                result = send(item)
+            except BaseException as exc:
+                error = exc
+            with lock:
+                running -= 1
+                waiting += 1
+                queue.release(item)
+                halted = halted or error is not None
+                answers.put((item, result, error))
                 top_up()
-            if not running:
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            collect(finished)
+
+        failure: BaseException | None = None
+        with lock:
+            top_up()
+        while True:
+            with lock:
+                if not running and not waiting:
+                    break
+            came = [answers.get()]
+            while not answers.empty():
+                came.append(answers.get())
+            failure = failure or next((error for _, _, error in came if error is not None), None)
+            answered = [(item, cast(Result, result)) for item, result, error in came if error is None]
+            try:
+                if answered:
+                    record(answered)
+            except BaseException as exc:  # the state refused: send nothing more, finish what is in flight
+                failure = failure or exc
+            with lock:
+                waiting -= len(came)
+                halted = halted or failure is not None
+                top_up()
     if failure is not None:
         raise failure
