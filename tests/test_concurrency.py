@@ -8,6 +8,7 @@ import itertools
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,25 @@ def test_sending_goes_on_while_answers_are_recorded_and_those_waiting_are_record
     assert sorted(result for call in calls for result in call) == list(range(40))
     assert len(calls) < 40 and max(len(call) for call in calls) > 1
     assert len(sent) == 40 and most_waiting <= 2 * 3
+
+
+def test_items_that_cannot_be_read_halt_the_phase_with_that_error() -> None:
+    """The items come from the state, read as they are sent (by whichever request thread has
+    just had its answer): a failure there is the phase's error, never a silent end."""
+    recorded: list[int] = []
+
+    def items() -> Iterator[int]:
+        yield from range(5)
+        raise OSError("the state's disk went away")
+
+    def send(item: int) -> int:
+        time.sleep(0.02)
+        return item
+
+    with pytest.raises(OSError, match="disk went away"):
+        send_all(items(), send, lambda answered: recorded.extend(result for _, result in answered),
+                 width=lambda: 2, stop=threading.Event())
+    assert sorted(recorded) == list(range(5))
 
 
 def test_a_stop_sends_nothing_more_and_waits_for_what_is_in_flight() -> None:

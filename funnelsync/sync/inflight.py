@@ -74,20 +74,25 @@ def send_all(items: Iterable[Item], send: Callable[[Item], Result],
     answers: SimpleQueue[tuple[Item, Result | None, BaseException | None]] = SimpleQueue()
     running = waiting = 0  # sent and not answered; answered and not recorded
     halted = False
+    unreadable: BaseException | None = None  # the items could not be read (the state failed)
 
     with ThreadPoolExecutor(MOST_WORKERS, thread_name_prefix="funnelsync-request") as workers:
 
         def top_up() -> None:
-            nonlocal running
-            limit = max(width(), 1)
-            while not halted and not stop.is_set() and running < limit and running + waiting < 2 * limit:
-                item = queue.next_free()
-                if item is None:
-                    return
-                queue.take(item)
-                running += 1
-                context = contextvars.copy_context()  # the run's metrics and log context go along
-                workers.submit(context.run, work, item)
+            """Under `lock`, from whichever thread: an error reading the items halts the phase."""
+            nonlocal running, halted, unreadable
+            try:
+                limit = max(width(), 1)
+                while not halted and not stop.is_set() and running < limit and running + waiting < 2 * limit:
+                    item = queue.next_free()
+                    if item is None:
+                        return
+                    queue.take(item)
+                    running += 1
+                    context = contextvars.copy_context()  # the run's metrics and log context go along
+                    workers.submit(context.run, work, item)
+            except BaseException as exc:
+                unreadable, halted = unreadable or exc, True
 
         def work(item: Item) -> None:
             nonlocal running, waiting, halted
@@ -126,5 +131,6 @@ def send_all(items: Iterable[Item], send: Callable[[Item], Result],
                 waiting -= len(came)
                 halted = halted or failure is not None
                 top_up()
+    failure = failure or unreadable
     if failure is not None:
         raise failure
