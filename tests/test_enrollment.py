@@ -245,6 +245,25 @@ def test_a_list_that_cannot_be_found_is_asked_for_once_and_its_changes_wait_for_
     assert members(sandbox, PRODUCTION_LIST) == {"bottom@example.com"}
 
 
+@pytest.mark.parametrize("fault", [{"kind": "reset_after"}, {"kind": "status_after", "status": 503},
+                                   {"kind": "cut_after"}, {"kind": "status", "status": 503}],
+                         ids=["applied-then-reset", "applied-then-5xx", "applied-then-cut", "5xx-before-applying"])
+def test_a_list_whose_creation_went_unanswered_is_looked_up_before_it_is_made_again(
+    fault: dict[str, Any], config: Config, analytics: Analytics, sandbox: SandboxServer
+) -> None:
+    """HubSpot refuses a second list of a name: a blind resend after a lost answer would fail the
+    list's changes for the run. The list is looked up again, and made only if still missing."""
+    analytics.add("bottom@example.com", calls=5000)
+    sandbox.inject_fault(method="POST", path_prefix=api_path("/crm/v3/lists"), **fault)
+    summary = sync(config, crm=HubSpotCrm(config.hubspot, TOKEN, sleep=lambda _: None))
+    look_ups = [r for r in answered_requests(sandbox, api_path("/crm/v3/lists/object-type-id/0-1/name/"))
+                if PRODUCTION_LIST in r["path"]]
+    assert sandbox.faults.pending() == []
+    assert (summary.outcome, summary.enrollments.failed) == (RunOutcome.OK, 0)
+    assert [r["status"] for r in look_ups] == [404, 404 if fault["kind"] == "status" else 200]
+    assert members(sandbox, PRODUCTION_LIST) == {"bottom@example.com"}
+
+
 def test_funnel_timing_is_computed_from_signup_and_stage_entries(
     analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
 ) -> None:

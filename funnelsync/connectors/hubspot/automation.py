@@ -18,11 +18,12 @@ import structlog
 
 from funnelsync.connectors.crm import Enrollment
 from funnelsync.connectors.hubspot.client import HubSpotApi
-from funnelsync.errors import CredentialsError, EnrollmentTargetError
+from funnelsync.errors import CredentialsError, EnrollmentTargetError, OutcomeUnknown
 
 log = structlog.get_logger("funnelsync.hubspot")
 CONTACT_OBJECT = "0-1"
 MEMBERSHIP_CHUNK = 250
+LIST_CREATION_ATTEMPTS = 3  # each a look-up, then the creation if the list is still missing
 
 
 class Automation(Enrollment):
@@ -37,16 +38,26 @@ class Automation(Enrollment):
     # -- lists ----------------------------------------------------------------------------------
 
     def find_or_create_list(self, name: str, *, create: bool = True) -> str | None:
-        data, status = self.api.request(
-            f"finding list {name!r}", "GET",
-            f"{self.paths.lists}/object-type-id/{CONTACT_OBJECT}/name/{quote(name, safe='')}", allow=(404,))
-        if status != 404:
+        """The list's id; made if missing. Making one is not idempotent (HubSpot refuses a second
+        list of the name): after a lost answer the list is looked up before it is made again."""
+        for _ in range(LIST_CREATION_ATTEMPTS):
+            data, status = self.api.request(
+                f"finding list {name!r}", "GET",
+                f"{self.paths.lists}/object-type-id/{CONTACT_OBJECT}/name/{quote(name, safe='')}", allow=(404,))
+            if status != 404:
+                return str(data["list"]["listId"])
+            if not create:
+                return None
+            body = {"name": name, "objectTypeId": CONTACT_OBJECT, "processingType": "MANUAL"}
+            try:
+                data, _ = self.api.request(f"creating list {name!r}", "POST", self.paths.lists, json=body,
+                                           idempotent=False)
+            except OutcomeUnknown as lost:
+                log.warning("list creation's answer lost: looking it up before making it again", list=name,
+                            reason=str(lost))
+                continue
             return str(data["list"]["listId"])
-        if not create:
-            return None
-        body = {"name": name, "objectTypeId": CONTACT_OBJECT, "processingType": "MANUAL"}
-        data, _ = self.api.request(f"creating list {name!r}", "POST", self.paths.lists, json=body)
-        return str(data["list"]["listId"])
+        raise OutcomeUnknown(f"HubSpot's answers to creating list {name!r} were lost {LIST_CREATION_ATTEMPTS} times")
 
     def change_list(self, list_id: str, record_ids: Sequence[str], *, add: bool) -> None:
         path = f"{self.paths.lists}/{list_id}/memberships/{'add' if add else 'remove'}"
