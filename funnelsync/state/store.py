@@ -645,7 +645,6 @@ class StateStore:
                         connection.execute(sa.insert(model), rows)
             connection.execute(sa.insert(Meta), [{"key": _REBUILT_AT, "value": rebuilt_at.isoformat()}])
 
-
     # -- alerts told ------------------------------------------------------------------------
 
     def told_alerts(self) -> dict[str, ToldAlert]:

@@ -104,7 +104,6 @@ class RunSummary:
         self.segment_moves = plan.segment_moves
 
 
-
 class SyncEngine:
     def __init__(
         self,
