@@ -182,9 +182,12 @@ def test_sending_goes_on_while_answers_are_recorded_and_those_waiting_are_record
     calls: list[list[int]] = []
     most_waiting = 0
 
+    threads: set[str] = set()
+
     def send(item: int) -> int:
         with lock:
             sent.append(item)
+            threads.add(threading.current_thread().name)
         time.sleep(0.01)
         return item
 
@@ -199,6 +202,7 @@ def test_sending_goes_on_while_answers_are_recorded_and_those_waiting_are_record
     assert sorted(result for call in calls for result in call) == list(range(40))
     assert len(calls) < 40 and max(len(call) for call in calls) > 1
     assert len(sent) == 40 and most_waiting <= 2 * 3
+    assert len(threads) <= 2 * 3  # a worker goes on with the next item: no thread for each request
 
 
 def test_items_that_cannot_be_read_halt_the_phase_with_that_error() -> None:

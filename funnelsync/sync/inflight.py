@@ -78,37 +78,48 @@ def send_all(items: Iterable[Item], send: Callable[[Item], Result],
 
     with ThreadPoolExecutor(MOST_WORKERS, thread_name_prefix="funnelsync-request") as workers:
 
-        def top_up() -> None:
-            """Under `lock`, from whichever thread: an error reading the items halts the phase."""
+        def next_item() -> Item | None:
+            """Under `lock`: the next item to send, when there is room for one more in flight;
+            an error reading the items halts the phase."""
             nonlocal running, halted, unreadable
+            limit = max(width(), 1)
+            if halted or stop.is_set() or running >= limit or running + waiting >= 2 * limit:
+                return None
             try:
-                limit = max(width(), 1)
-                while not halted and not stop.is_set() and running < limit and running + waiting < 2 * limit:
-                    item = queue.next_free()
-                    if item is None:
-                        return
-                    queue.take(item)
-                    running += 1
-                    context = contextvars.copy_context()  # the run's metrics and log context go along
-                    workers.submit(context.run, work, item)
+                item = queue.next_free()
             except BaseException as exc:
                 unreadable, halted = unreadable or exc, True
+                return None
+            if item is not None:
+                queue.take(item)
+                running += 1
+            return item
 
-        def work(item: Item) -> None:
+        def top_up() -> None:
+            """Under `lock`: start a worker for each place free in flight."""
+            while (item := next_item()) is not None:
+                context = contextvars.copy_context()  # the run's metrics and log context go along
+                workers.submit(context.run, work, item)
+
+        def work(first: Item) -> None:
+            """Send items one after another on this thread while there is room: a worker that
+            has its answer sends the next item itself, so as many threads run as are in flight."""
             nonlocal running, waiting, halted
-            result: Result | None = None
-            error: BaseException | None = None
-            try:
-                result = send(item)
-            except BaseException as exc:
-                error = exc
-            with lock:
-                running -= 1
-                waiting += 1
-                queue.release(item)
-                halted = halted or error is not None
-                answers.put((item, result, error))
-                top_up()
+            item: Item | None = first
+            while item is not None:
+                result: Result | None = None
+                error: BaseException | None = None
+                try:
+                    result = send(item)
+                except BaseException as exc:
+                    error = exc
+                with lock:
+                    running -= 1
+                    waiting += 1
+                    queue.release(item)
+                    halted = halted or error is not None
+                    answers.put((item, result, error))
+                    item = next_item()
 
         failure: BaseException | None = None
         with lock:
