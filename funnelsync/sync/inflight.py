@@ -70,7 +70,7 @@ def send_all(items: Iterable[Item], send: Callable[[Item], Result],
     held while this thread records. Answers waiting to be recorded hold places too once they
     are as many as the width, so that a slow state slows the sending, never piles up answers."""
     queue = _Queue(items, key)
-    lock = threading.Lock()  # over the queue and the counts: workers top up from their own threads
+    lock = threading.Lock()  # over the queue and the counts: workers take the next item on their own threads
     answers: SimpleQueue[tuple[Item, Result | None, BaseException | None]] = SimpleQueue()
     running = waiting = 0  # sent and not answered; answered and not recorded
     halted = False
