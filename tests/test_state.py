@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel, col, select
 
 from funnelsync.errors import StateError, StateLocked
 from funnelsync.mappings.values import epoch_ms
 from funnelsync.state import StateStore
-from funnelsync.state.models import Operation, OperationKind, RunOutcome
+from funnelsync.state.database import insert_many
+from funnelsync.state.models import Operation, OperationKind, OperationStatus, RunOutcome
 from funnelsync.state.records import (
     Confirmed,
     KnownContact,
@@ -292,3 +293,21 @@ def test_the_alerts_told_are_kept_changed_and_forgotten_and_leave_the_state_empt
     store.forget_told_alert("run_failed")
     store.forget_told_alert("run_failed")  # forgetting twice is no error
     assert list(store.told_alerts()) == ["daily_budget_exhausted"]
+
+
+def test_rows_inserted_through_the_driver_read_back_as_the_orm_writes_them(store: StateStore) -> None:
+    """`insert_many` hands plain values to the driver: the columns left out take their defaults,
+    and times and kinds are stored as SQLAlchemy stores them."""
+    at = datetime(2026, 12, 2, 6, 30, 15, 123456, tzinfo=timezone(timedelta(hours=1)))
+    count = 50
+    rows = [{"run_id": 7, "kind": OperationKind.LIST_ADD, "key": f"list:{n:04d}", "email": f"dev{n}@example.com",
+             "target": "42", "payload": "{}", "created_at": at, "updated_at": at + timedelta(seconds=n)}
+            for n in range(count)]
+    with store.engine.begin() as connection:
+        insert_many(connection, Operation.__table__, rows)  # type: ignore[attr-defined]
+    with Session(store.engine) as session:
+        held = session.exec(select(Operation).order_by(col(Operation.key))).all()
+    assert [(o.key, o.kind, o.status, o.attempts, o.last_error, o.updated_at) for o in held] == [
+        (f"list:{n:04d}", OperationKind.LIST_ADD, OperationStatus.PLANNED, 0, "", at + timedelta(seconds=n))
+        for n in range(count)]
+    assert all(o.created_at == at and o.created_at.tzinfo is not None for o in held)

@@ -21,6 +21,7 @@ from funnelsync.state.database import (
     StateLock,
     create_engine,
     in_values,
+    insert_many,
     joined_text,
     json_object_text,
     migrate,
@@ -100,8 +101,7 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
 
 
 def _insert(connection: sa.Connection, model: type[Any], rows: list[dict[str, Any]]) -> None:
-    if rows:
-        connection.execute(sa.insert(model), rows)
+    insert_many(connection, model.__table__, rows)
 
 
 # what a confirmed write keeps of the contact the state held (the rest it sets)
