@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from funnelsync.cli.demo import run_demo, seed_enrollment_targets
+from funnelsync.cli.memory import limit_heaps
 from funnelsync.cli.plan_report import FORMATS
 from funnelsync.cli.progress import ReadingProgress
 from funnelsync.cli.report import rebuild_text, rejects_text, runs_text
@@ -62,6 +63,7 @@ def reports_errors(command: F) -> F:
 def main(ctx: click.Context, config_path: str | None, debug: bool, json_logs: bool | None) -> None:
     """Keeps HubSpot contacts in step with how developers use your API."""
 
+    limit_heaps()
     configure_logging(debug=debug, json_logs=json_logs)
     ctx.ensure_object(dict)
     ctx.obj.update(config_path=_config_path(config_path), debug=debug)
