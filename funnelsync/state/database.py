@@ -163,7 +163,7 @@ def insert_many(connection: sa.Connection, table: sa.Table, rows: Sequence[dict[
 
     SQLAlchemy's executemany turns every value of every row through the column's type on its
     own; here each type's conversion runs once per distinct value, as a batch's rows share their
-    times, stages and kinds. Recording a backfill's answers took a third less CPU for it."""
+    times and kinds. Recording a backfill's answers took a third less CPU for it."""
     if rows:
         statement = _driver_insert(table, frozenset(rows[0]), connection.dialect)
         connection.exec_driver_sql(statement.sql, statement.parameters(rows))

@@ -22,7 +22,7 @@ MOST_WORKERS = 64
 # Sent and answered-but-not-recorded together, per place in flight. The answers that come while
 # one transaction records the last ones wait for the next: at HubSpot's pace that is about as
 # many as are in flight, and more when recording has a slow moment. Twice the width stalled the
-# sending at those moments (at 250 per 10 s, 800 ms, 24 in flight, up to 43 waited).
+# sending at those moments (at 250 per 10 s, 800 ms, 24 in flight, 43-52 waited).
 HELD_PER_PLACE = 4
 
 Item = TypeVar("Item")
