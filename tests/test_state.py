@@ -311,3 +311,10 @@ def test_rows_inserted_through_the_driver_read_back_as_the_orm_writes_them(store
         (f"list:{n:04d}", OperationKind.LIST_ADD, OperationStatus.PLANNED, 0, "", at + timedelta(seconds=n))
         for n in range(count)]
     assert all(o.created_at == at and o.created_at.tzinfo is not None for o in held)
+    by_sqlalchemy = {**rows[0], "key": "list:by-sqlalchemy"}
+    with store.engine.begin() as connection:
+        connection.execute(sa.insert(Operation), [by_sqlalchemy])
+        stored = connection.execute(sa.text(
+            "SELECT kind, status, attempts, last_error, CAST(created_at AS TEXT), CAST(updated_at AS TEXT) "
+            "FROM operations WHERE key IN ('list:0000', 'list:by-sqlalchemy') ORDER BY key")).all()
+    assert stored[0] == stored[1]  # the same text on SQLite, the same values on PostgreSQL

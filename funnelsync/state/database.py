@@ -193,7 +193,7 @@ class _DriverInsert:
         return [None if value is None else converted[value] for value in given]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)  # a few tables and key sets, per engine's dialect
 def _driver_insert(table: sa.Table, given: frozenset[str], dialect: sa.Dialect) -> _DriverInsert:
     defaults: dict[str, Any] = {}
     for column in table.columns:
