@@ -7,8 +7,8 @@ at 800 ms no client counting that way passes 10 / 10.8 = 92.6 % for long. How ne
 under a minute comes also depends on how its bursts fall into the measured windows. This replays
 one phase of a logged sync: the same requests in the same order, each answered as late as the
 sandbox answered it in the run; the calls before the phase where they were; and a client that
-sends the moment a place in the window and in flight is free, reading no answer and making no
-request in any time at all. What it scores against what the run scored is what funnelsync's own
+sends the moment a place in the window and in flight is free, taking no time to read an answer
+or to make the next request. What it scores against what the run scored is what funnelsync's own
 time cost. It is a model of a client, not a measurement of one: the figures in BENCHMARKS.md
 come from throughput_bench.py.
 
