@@ -44,8 +44,9 @@ def test_no_window_ever_holds_more_than_the_limit() -> None:
 def test_headers_saying_less_is_left_slow_the_budget_down() -> None:
     clock = FakeClock()
     budget = RequestBudget(100, 10.0, clock=clock, sleep=clock.sleep)
-    budget.answered(budget.acquire())
-    budget.observe(remaining=9)  # another integration on the portal is using the rest
+    first = budget.acquire()
+    budget.answered(first)
+    budget.observe(remaining=9, answering=first)  # another integration on the portal is using the rest
     times = sent_times(budget, clock, 9)
     assert times[-1] == times[0]
     budget.acquire()
@@ -71,8 +72,7 @@ def test_the_daily_budget_is_never_exceeded() -> None:
 def test_daily_remaining_from_headers_counts_other_integrations() -> None:
     clock = FakeClock()
     budget = RequestBudget(100, 10.0, daily_limit=1000, clock=clock, sleep=clock.sleep)
-    budget.acquire()
-    budget.observe(remaining=None, daily_remaining=1)
+    budget.observe(remaining=None, daily_remaining=1, answering=budget.acquire())
     budget.acquire()
     with pytest.raises(DailyLimitReached):
         budget.acquire()
@@ -96,7 +96,7 @@ def test_requests_in_flight_are_not_yet_in_the_remotes_count() -> None:
     budget = RequestBudget(100, 10.0, clock=clock, sleep=clock.sleep)
     first, second, third = budget.acquire(), budget.acquire(), budget.acquire()
     budget.answered(first)
-    budget.observe(remaining=5)
+    budget.observe(remaining=5, answering=first)
     assert second is not None and third is not None
     assert len(sent_times(budget, clock, 3)) == 3 and clock.now == 1000.0
     budget.acquire()
@@ -106,8 +106,9 @@ def test_requests_in_flight_are_not_yet_in_the_remotes_count() -> None:
 def test_the_remotes_own_limit_caps_the_window_when_lower() -> None:
     clock = FakeClock()
     budget = RequestBudget(100, 10.0, clock=clock, sleep=clock.sleep)
-    budget.answered(budget.acquire())
-    budget.observe(remaining=11, maximum=12)
+    first = budget.acquire()
+    budget.answered(first)
+    budget.observe(remaining=11, maximum=12, answering=first)
     times = sent_times(budget, clock, 12)
     assert max_in_any_window([1000.0, *times], 10.0) == 12
     assert budget.window_limit() == 12
@@ -168,3 +169,71 @@ def test_someone_else_using_the_window_is_still_seen_beside_requests_in_flight()
     assert len(sent_times(budget, clock, 3)) == 3 and clock.now == 1000.0
     budget.acquire()
     assert clock.now >= 1010.0
+
+
+def arrival_counting_remaining(limit: int, arrivals: list[float], at: float, interval: float = 10.0) -> int:
+    """What a remote counting requests as they reach it says is left when one arrives at `at`."""
+    return limit - sum(1 for t in arrivals if at - interval < t <= at)
+
+
+def test_a_quick_answer_leaving_our_window_first_is_not_taken_for_someone_elses_use() -> None:
+    """Answers take different times: one answered quickly leaves our window while the remote,
+    counting on arrival, still had it when a slower one arrived, whose headers say so."""
+    clock = FakeClock()
+    budget = RequestBudget(4, 10.0, clock=clock, sleep=clock.sleep)
+    quick = budget.acquire()
+    clock.now += 0.1
+    budget.answered(quick)
+    clock.now = 1009.5
+    slow = budget.acquire()
+    clock.now = 1010.5
+    budget.acquire()  # `quick` has left our window; this one is in flight
+    clock.now = 1011.0
+    budget.answered(slow)
+    remaining = arrival_counting_remaining(4, [1000.0, 1009.5], at=1009.5)
+    assert remaining == 2
+    budget.observe(remaining=remaining, answering=slow)
+    assert len(sent_times(budget, clock, 2)) == 2 and clock.now == 1011.0  # all the remote has room for
+
+
+def test_someone_else_is_seen_in_full_whatever_the_time_our_answers_took() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(4, 10.0, clock=clock, sleep=clock.sleep)
+    quick = budget.acquire()
+    clock.now += 0.1
+    budget.answered(quick)
+    clock.now = 1009.5
+    slow = budget.acquire()
+    clock.now = 1011.0
+    budget.answered(slow)
+    budget.observe(remaining=0, answering=slow)  # two of someone else's reached it too
+    assert len(sent_times(budget, clock, 1)) == 1 and clock.now == 1011.0
+    budget.acquire()
+    assert clock.now >= 1021.0  # their two hold their places for a whole window from now
+
+
+def test_what_an_answer_says_of_someone_else_is_not_counted_twice() -> None:
+    """Every answer in a window repeats someone else's use; their places are taken once."""
+    clock = FakeClock()
+    budget = RequestBudget(10, 10.0, clock=clock, sleep=clock.sleep)
+    for ours in range(1, 4):
+        slot = budget.acquire()
+        budget.answered(slot)
+        budget.observe(remaining=10 - 4 - ours, answering=slot)  # 4 of someone else's, and ours
+    assert budget.used_share() == (3 + 4) / 10
+
+
+def test_a_request_that_reached_the_remote_late_is_not_taken_for_someone_elses_use() -> None:
+    """Let through more than a window before the answered one, but sent late (its thread held
+    up): the remote still had it when the answered one arrived, and so does our window."""
+    clock = FakeClock()
+    budget = RequestBudget(4, 10.0, clock=clock, sleep=clock.sleep)
+    held_up = budget.acquire()
+    clock.now = 1010.2
+    answered = budget.acquire()
+    clock.now = 1010.5
+    budget.answered(held_up)
+    clock.now = 1011.0
+    budget.answered(answered)
+    budget.observe(remaining=2, answering=answered)  # the remote had both
+    assert len(sent_times(budget, clock, 2)) == 2 and clock.now == 1011.0

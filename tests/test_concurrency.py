@@ -105,6 +105,41 @@ def test_a_429_holds_back_every_request_not_yet_sent(
     assert max(later - earlier for earlier, later in itertools.pairwise([refused["time"], *arrivals])) >= 0.9
 
 
+def test_a_sync_sharing_the_portal_keeps_to_its_own_limit_and_leaves_the_rest_to_others(
+    analytics: Analytics, tmp_path: Path
+) -> None:
+    """The portal allows 40 requests per 10 s; funnelsync is given 28 of them, and another
+    integration sends one a second. Neither is ever refused, and funnelsync, whatever the time
+    each of its answers took, still uses all of its own 28."""
+    analytics.add_many(3000, calls=3)
+    someone_elses = api_path("/crm/v3/objects/contacts/someone-else")
+    with SandboxServer(token=TOKEN, requests_per_10s=40, latency=Latency(0.4, 0.3, seed=3)) as hubspot:
+        done = threading.Event()
+
+        def someone_else() -> None:
+            started = time.monotonic()
+            with requests.Session() as session:
+                for second in itertools.count(1):
+                    session.get(hubspot.url + someone_elses, timeout=10,
+                                headers={"Authorization": f"Bearer {TOKEN}"})
+                    if done.wait(started + second - time.monotonic()):
+                        return
+
+        other = threading.Thread(target=someone_else)
+        other.start()
+        try:
+            summary = run_sync(paced_config(analytics, hubspot, tmp_path, 28), dry_run=False)
+        finally:
+            done.set()
+            other.join()
+        log = hubspot.store.request_log()
+    assert summary.outcome == RunOutcome.OK and summary.written == 3000
+    assert [r for r in log if r["status"] == 429] == []
+    ours = [r["arrived"] for r in log if r["path"] != someone_elses]
+    assert len(ours) > 28 and len(log) - len(ours) >= 10  # over more than one window
+    assert most_in_any_window(ours, 10.0) == 28
+
+
 def test_answers_coming_back_out_of_order_are_each_recorded_for_their_own_contacts(
     analytics: Analytics, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ remote's own rate-limit headers correct it when they say less is left than we th
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Callable
@@ -17,15 +18,20 @@ from funnelsync.errors import DailyLimitReached, StopRequested
 
 LATENCY_WEIGHT = 0.2  # of the newest answer in the moving average of answer times
 UNANSWERED_POLL = 0.05  # seconds: how often to look again when the window holds only requests in flight
+# how long, in windows, the times requests were let through are kept: the remote's count that an
+# answer's headers carry is as old as that answer's request, and this long covers the slowest ones
+SENT_KEPT_WINDOWS = 2
 
 
 @dataclass
 class Slot:
-    """One request's place in the window: from when it was let through, then from its answer."""
+    """One request's place in the window: from when it was let through, then from its answer.
+    `number` is its place among all of ours let through; someone else's use has none."""
 
     at: float
     sent: float
     answered: bool = False
+    number: int | None = None
 
 
 class RequestBudget:
@@ -47,6 +53,8 @@ class RequestBudget:
         self._stop = stop or threading.Event()
         self._sleep = sleep or self._stop.wait  # a stop cuts the wait short
         self._slots: list[Slot] = []
+        self._sent: list[float] = []  # when each of ours of the last windows was let through
+        self._sent_before = 0  # how many of ours were let through before the first in `_sent`
         self._lock = threading.Lock()
         self.latency = 0.0  # seconds from let through to answered, a moving average
         self._remote_limit: int | None = None  # the remote's own, when its headers say it is lower
@@ -69,16 +77,23 @@ class RequestBudget:
                 self._slots = [slot for slot in self._slots if self._counted(slot, now)]
                 wait = self._blocked_until - now
                 if wait <= 0 and len(self._slots) < self.window_limit():
-                    slot = Slot(now, now)
-                    self._slots.append(slot)
-                    self.used_today += 1
-                    return slot
+                    return self._let_through(now)
                 if wait <= 0:
                     answered = [slot.at for slot in self._slots if slot.answered]
                     wait = self.interval - (now - min(answered)) if answered else UNANSWERED_POLL
             wait = max(wait, 0.001)
             self.waited_seconds += wait
             self._sleep(wait)
+
+    def _let_through(self, now: float) -> Slot:
+        forgotten = bisect.bisect_left(self._sent, now - SENT_KEPT_WINDOWS * self.interval)
+        del self._sent[:forgotten]
+        self._sent_before += forgotten
+        slot = Slot(now, now, number=self._sent_before + len(self._sent))
+        self._sent.append(now)
+        self._slots.append(slot)
+        self.used_today += 1
+        return slot
 
     def answered(self, slot: Slot | None = None) -> None:
         """The request of `slot` (by default the one last let through) was answered: count it
@@ -107,26 +122,38 @@ class RequestBudget:
 
     def observe(self, remaining: int | None, interval_ms: int | None = None,
                 daily_remaining: int | None = None, maximum: int | None = None, *,
-                answering: Slot | None = None) -> None:
+                answering: Slot) -> None:
         """Correct the budget from the remote's headers when they say less is allowed or left.
 
-        `answering` is the request whose answer carried them. The remote counted what had
-        reached it when that request did: the requests of ours let through before it and still
-        in flight are taken to be in its count, those let through after it not yet."""
+        `answering` is the request whose answer carried them. What the remote counted beyond
+        ours and the room our own limit leaves is someone else's use (another integration on
+        the portal): it takes places in our window from now."""
         with self._lock:
             if maximum is not None and maximum > 0:
                 self._remote_limit = maximum
             if remaining is not None:
-                since = answering.sent if answering is not None else float("-inf")
-                remaining -= sum(1 for slot in self._slots if not slot.answered and slot.sent > since)
-                mine_left = self.window_limit() - len(self._slots)
-                if remaining < mine_left:
-                    # Someone else (another integration on the portal) is using the window too:
-                    # pretend we sent the difference just now.
-                    now = self._clock()
-                    self._slots += [Slot(now, now, answered=True) for _ in range(mine_left - max(remaining, 0))]
+                now = self._clock()
+                theirs = self.window_limit() - max(remaining, 0) - self._ours_counted_with(answering, now)
+                theirs_held = sum(1 for slot in self._slots if slot.number is None and self._counted(slot, now))
+                self._slots += [Slot(now, now, answered=True) for _ in range(theirs - theirs_held)]
             if daily_remaining is not None and self.daily_limit is not None:
                 self.used_today = max(self.used_today, self.daily_limit - daily_remaining)
+
+    def _ours_counted_with(self, answering: Slot, now: float) -> int:
+        """How many of ours the remote's count in `answering`'s headers holds, as near as we can
+        tell. It counted what had reached it in the window up to when `answering` did: ours let
+        through in the 10 s up to it, reckoning by when they were let through; or, reckoning by
+        when they were answered, those in our window now but the ones let through after it and
+        still in flight. A request sent or answered late throws one reckoning out, and what it
+        misses would look like someone else's use; so the larger of the two."""
+        if answering.number is None:
+            return 0
+        last = answering.number - self._sent_before + 1
+        first = bisect.bisect_right(self._sent, answering.sent - self.interval, 0, max(last, 0))
+        by_sending = max(last - first, 0)
+        by_answers = sum(1 for slot in self._slots if slot.number is not None and self._counted(slot, now)
+                         and (slot.answered or slot.number <= answering.number))
+        return max(by_sending, by_answers)
 
     def used_share(self) -> float:
         """The share of the window's limit in use now."""
