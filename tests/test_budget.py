@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from funnelsync.connectors.budget import RequestBudget
+from funnelsync.connectors.budget import ANSWERS_TO_SEE_SOMEONE_ELSE, RequestBudget, Slot
 from funnelsync.errors import DailyLimitReached
 
 
@@ -28,6 +28,13 @@ def sent_times(budget: RequestBudget, clock: FakeClock, count: int) -> list[floa
     return times
 
 
+def answers_say(budget: RequestBudget, remaining: int, answering: Slot) -> None:
+    """As many answers in a row as it takes to believe them say `remaining` (`answering`'s
+    headers, repeated)."""
+    for _ in range(ANSWERS_TO_SEE_SOMEONE_ELSE):
+        budget.observe(remaining=remaining, answering=answering)
+
+
 def max_in_any_window(times: list[float], interval: float) -> int:
     return max(sum(1 for t in times if start <= t < start + interval) for start in times)
 
@@ -46,7 +53,7 @@ def test_headers_saying_less_is_left_slow_the_budget_down() -> None:
     budget = RequestBudget(100, 10.0, clock=clock, sleep=clock.sleep)
     first = budget.acquire()
     budget.answered(first)
-    budget.observe(remaining=9, answering=first)  # another integration on the portal is using the rest
+    answers_say(budget, 9, first)  # another integration on the portal is using the rest
     times = sent_times(budget, clock, 9)
     assert times[-1] == times[0]
     budget.acquire()
@@ -96,7 +103,7 @@ def test_requests_in_flight_are_not_yet_in_the_remotes_count() -> None:
     budget = RequestBudget(100, 10.0, clock=clock, sleep=clock.sleep)
     first, second, third = budget.acquire(), budget.acquire(), budget.acquire()
     budget.answered(first)
-    budget.observe(remaining=5, answering=first)
+    answers_say(budget, 5, first)
     assert second is not None and third is not None
     assert len(sent_times(budget, clock, 3)) == 3 and clock.now == 1000.0
     budget.acquire()
@@ -165,7 +172,7 @@ def test_someone_else_using_the_window_is_still_seen_beside_requests_in_flight()
     budget.acquire()
     answered = budget.acquire()
     budget.answered(answered)
-    budget.observe(remaining=3, answering=answered)  # 7 counted, 2 of them ours: 5 someone else's
+    answers_say(budget, 3, answered)  # 7 counted, 2 of them ours: 5 someone else's
     assert len(sent_times(budget, clock, 3)) == 3 and clock.now == 1000.0
     budget.acquire()
     assert clock.now >= 1010.0
@@ -206,7 +213,7 @@ def test_someone_else_is_seen_in_full_whatever_the_time_our_answers_took() -> No
     slow = budget.acquire()
     clock.now = 1011.0
     budget.answered(slow)
-    budget.observe(remaining=0, answering=slow)  # two of someone else's reached it too
+    answers_say(budget, 0, slow)  # two of someone else's reached it too
     assert len(sent_times(budget, clock, 1)) == 1 and clock.now == 1011.0
     budget.acquire()
     assert clock.now >= 1021.0  # their two hold their places for a whole window from now
@@ -215,12 +222,30 @@ def test_someone_else_is_seen_in_full_whatever_the_time_our_answers_took() -> No
 def test_what_an_answer_says_of_someone_else_is_not_counted_twice() -> None:
     """Every answer in a window repeats someone else's use; their places are taken once."""
     clock = FakeClock()
-    budget = RequestBudget(10, 10.0, clock=clock, sleep=clock.sleep)
-    for ours in range(1, 4):
+    budget = RequestBudget(20, 10.0, clock=clock, sleep=clock.sleep)
+    answers = ANSWERS_TO_SEE_SOMEONE_ELSE + 3
+    for ours in range(1, answers + 1):
         slot = budget.acquire()
         budget.answered(slot)
-        budget.observe(remaining=10 - 4 - ours, answering=slot)  # 4 of someone else's, and ours
-    assert budget.used_share() == (3 + 4) / 10
+        budget.observe(remaining=20 - 4 - ours, answering=slot)  # 4 of someone else's, and ours
+    assert budget.used_share() == (answers + 4) / 20
+
+
+def test_one_answer_that_looks_like_someone_elses_use_holds_no_places_until_others_agree() -> None:
+    """A request of ours sent late can make one answer look as if someone else were there;
+    someone really there shows in every answer, and is believed once enough in a row do."""
+    clock = FakeClock()
+    budget = RequestBudget(20, 10.0, clock=clock, sleep=clock.sleep)
+    slots = [budget.acquire() for _ in range(ANSWERS_TO_SEE_SOMEONE_ELSE)]
+    budget.observe(remaining=20 - 4 - 1, answering=slots[0])  # 4 beyond the one of ours counted
+    for slot in slots[1:]:
+        budget.observe(remaining=20 - (slot.number or 0) - 1, answering=slot)
+    assert budget.used_share() == len(slots) / 20  # no place held for anyone else
+    for slot in slots[1:]:
+        budget.observe(remaining=20 - 4 - (slot.number or 0) - 1, answering=slot)
+    assert budget.used_share() == len(slots) / 20  # fewer in a row are not enough
+    budget.observe(remaining=20 - 4 - len(slots), answering=slots[-1])
+    assert budget.used_share() == (len(slots) + 4) / 20
 
 
 def test_a_request_that_reached_the_remote_late_is_not_taken_for_someone_elses_use() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,10 @@ UNANSWERED_POLL = 0.05  # seconds: how often to look again when the window holds
 # how long, in windows, the times requests were let through are kept: the remote's count that an
 # answer's headers carry is as old as that answer's request, and this long covers the slowest ones
 SENT_KEPT_WINDOWS = 2
+# how many answers in a row must show someone else's use before places are held for it: theirs
+# stays in the remote's count for a whole window, while a request of ours sent or answered late
+# makes one or two answers look as if someone else were there
+ANSWERS_TO_SEE_SOMEONE_ELSE = 4
 
 
 @dataclass
@@ -55,6 +60,7 @@ class RequestBudget:
         self._slots: list[Slot] = []
         self._sent: list[float] = []  # when each of ours of the last windows was let through
         self._sent_before = 0  # how many of ours were let through before the first in `_sent`
+        self._theirs_seen: deque[int] = deque(maxlen=ANSWERS_TO_SEE_SOMEONE_ELSE)
         self._lock = threading.Lock()
         self.latency = 0.0  # seconds from let through to answered, a moving average
         self._remote_limit: int | None = None  # the remote's own, when its headers say it is lower
@@ -127,13 +133,15 @@ class RequestBudget:
 
         `answering` is the request whose answer carried them. What the remote counted beyond
         ours and the room our own limit leaves is someone else's use (another integration on
-        the portal): it takes places in our window from now."""
+        the portal): once answers in a row show it, it takes places in our window from now."""
         with self._lock:
             if maximum is not None and maximum > 0:
                 self._remote_limit = maximum
             if remaining is not None:
                 now = self._clock()
-                theirs = self.window_limit() - max(remaining, 0) - self._ours_counted_with(answering, now)
+                self._theirs_seen.append(
+                    self.window_limit() - max(remaining, 0) - self._ours_counted_with(answering, now))
+                theirs = min(self._theirs_seen) if len(self._theirs_seen) == self._theirs_seen.maxlen else 0
                 theirs_held = sum(1 for slot in self._slots if slot.number is None and self._counted(slot, now))
                 self._slots += [Slot(now, now, answered=True) for _ in range(theirs - theirs_held)]
             if daily_remaining is not None and self.daily_limit is not None:
