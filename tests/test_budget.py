@@ -183,18 +183,23 @@ def arrival_counting_remaining(limit: int, arrivals: list[float], at: float, int
     return limit - sum(1 for t in arrivals if at - interval < t <= at)
 
 
+def a_quick_answer_then_a_slow_request(budget: RequestBudget, clock: FakeClock) -> Slot:
+    """One request sent at 1000 and answered 0.1 s later; the next, returned, sent at 1009.5."""
+    quick = budget.acquire()
+    clock.now += 0.1
+    budget.answered(quick)
+    clock.now = 1009.5
+    return budget.acquire()
+
+
 def test_a_quick_answer_leaving_our_window_first_is_not_taken_for_someone_elses_use() -> None:
     """Answers take different times: one answered quickly leaves our window while the remote,
     counting on arrival, still had it when a slower one arrived, whose headers say so."""
     clock = FakeClock()
     budget = RequestBudget(4, 10.0, clock=clock, sleep=clock.sleep)
-    quick = budget.acquire()
-    clock.now += 0.1
-    budget.answered(quick)
-    clock.now = 1009.5
-    slow = budget.acquire()
+    slow = a_quick_answer_then_a_slow_request(budget, clock)
     clock.now = 1010.5
-    budget.acquire()  # `quick` has left our window; this one is in flight
+    budget.acquire()  # the quick one has left our window; this one is in flight
     clock.now = 1011.0
     budget.answered(slow)
     remaining = arrival_counting_remaining(4, [1000.0, 1009.5], at=1009.5)
@@ -206,11 +211,7 @@ def test_a_quick_answer_leaving_our_window_first_is_not_taken_for_someone_elses_
 def test_someone_else_is_seen_in_full_whatever_the_time_our_answers_took() -> None:
     clock = FakeClock()
     budget = RequestBudget(4, 10.0, clock=clock, sleep=clock.sleep)
-    quick = budget.acquire()
-    clock.now += 0.1
-    budget.answered(quick)
-    clock.now = 1009.5
-    slow = budget.acquire()
+    slow = a_quick_answer_then_a_slow_request(budget, clock)
     clock.now = 1011.0
     budget.answered(slow)
     answers_say(budget, 0, slow)  # two of someone else's reached it too
@@ -238,11 +239,11 @@ def test_one_answer_that_looks_like_someone_elses_use_holds_no_places_until_othe
     budget = RequestBudget(20, 10.0, clock=clock, sleep=clock.sleep)
     slots = [budget.acquire() for _ in range(ANSWERS_TO_SEE_SOMEONE_ELSE)]
     budget.observe(remaining=20 - 4 - 1, answering=slots[0])  # 4 beyond the one of ours counted
-    for slot in slots[1:]:
-        budget.observe(remaining=20 - (slot.number or 0) - 1, answering=slot)
+    for ours_before, slot in enumerate(slots[1:], start=1):
+        budget.observe(remaining=20 - ours_before - 1, answering=slot)
     assert budget.used_share() == len(slots) / 20  # no place held for anyone else
-    for slot in slots[1:]:
-        budget.observe(remaining=20 - 4 - (slot.number or 0) - 1, answering=slot)
+    for ours_before, slot in enumerate(slots[1:], start=1):
+        budget.observe(remaining=20 - 4 - ours_before - 1, answering=slot)
     assert budget.used_share() == len(slots) / 20  # fewer in a row are not enough
     budget.observe(remaining=20 - 4 - len(slots), answering=slots[-1])
     assert budget.used_share() == (len(slots) + 4) / 20
