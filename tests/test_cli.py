@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.request
@@ -16,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from funnelsync.cli.runner import sync_once
+from funnelsync.config import Config
 from funnelsync.sandbox import SandboxServer
 from funnelsync.state import StateStore
 from funnelsync.state.models import RunOutcome
@@ -231,11 +236,19 @@ class Daemon:
             [sys.executable, "-m", "funnelsync", "-c", str(config_path), "run"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints every thread's stack
         )
 
-    def stop(self, timeout: float = 20) -> int:
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, and the exit status; a daemon still running after `timeout` (longer than its
+        grace) is aborted, and the failure shows where each of its threads was."""
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            self.process.wait()
+            raise AssertionError(f"the daemon did not exit {timeout} s after SIGTERM:\n{self.logs[-20000:]}") from None
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -307,6 +320,56 @@ def test_sigterm_mid_backfill_finishes_the_batch_in_flight_and_records_only_what
     assert set(sandbox.store.contacts_by_email()) == set(emails)
     after = len([r for r in sandbox.store.request_log() if r["path"].endswith("batch/upsert")])
     assert after - before == -(-(1000 - len(in_hubspot)) // 100)
+
+
+def signal_one_thread(pid: int, signum: int) -> None:
+    """`signum` to one of `pid`'s threads other than its main one, as the kernel may deliver a
+    signal sent to the process (glibc's tgkill)."""
+    threads = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+    assert threads, "the process runs no thread but its main one"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.tgkill(pid, threads[-1], signum) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+def test_sigterm_that_lands_on_a_request_thread_stops_the_daemon_all_the_same(
+    analytics: Analytics, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    analytics.add_many(1000, calls=5)
+    for _ in range(10):
+        sandbox.inject_fault(method="POST", path_prefix=api_path("/crm/v3/objects/contacts/batch/upsert"),
+                             kind="slow", delay=0.3)
+    port = free_port()
+    daemon = Daemon(daemon_config(analytics, sandbox, tmp_path, port), tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: len(sandbox.store.contacts_by_email()) > 0)
+        signal_one_thread(daemon.process.pid, signal.SIGTERM)
+        assert daemon.process.wait(timeout=15) == 0, daemon.logs
+    finally:
+        daemon.close()
+    assert '"signal": "SIGTERM"' in daemon.logs and '"event": "daemon stopped"' in daemon.logs
+    assert len(sandbox.store.contacts_by_email()) < 1000  # it stopped mid-backfill, not after
+
+
+def open_pipes() -> set[str]:
+    links = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor, closed by now
+            links.add(os.readlink(f"/proc/self/fd/{fd}"))
+    return {link for link in links if link.startswith("pipe:")}
+
+
+def test_a_one_off_sync_gives_the_signal_handling_back_as_it_found_it(
+    analytics: Analytics, config: Config
+) -> None:
+    analytics.add_many(3, calls=5)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    pipes = open_pipes()
+    assert sync_once(config, dry_run=False) == 0
+    assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
+    assert signal.set_wakeup_fd(-1) == -1  # none was set before, none is left
+    assert open_pipes() <= pipes
+    assert "funnelsync-signals" not in [thread.name for thread in threading.enumerate()]
 
 
 def test_a_second_daemon_stands_by_and_takes_over_when_the_active_one_dies(

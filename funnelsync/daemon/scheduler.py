@@ -152,13 +152,13 @@ class Daemon:
 
 def run_daemon(config: Config) -> None:
     daemon = Daemon(config)
-    daemon.shutdown_on_signal.install()
-    health = HealthServer(config.daemon.http_host, config.daemon.http_port, daemon.health,
-                          functools.partial(status_page.render, config, daemon.state))
-    health.start()
-    try:
-        daemon.start()
-        daemon.stop.wait()
-        daemon.shutdown()  # within the grace period, or the deadline ends the process
-    finally:
-        health.stop()
+    with daemon.shutdown_on_signal.installed():
+        health = HealthServer(config.daemon.http_host, config.daemon.http_port, daemon.health,
+                              functools.partial(status_page.render, config, daemon.state))
+        health.start()
+        try:
+            daemon.start()
+            daemon.stop.wait()
+            daemon.shutdown()  # within the grace period, or the deadline ends the process
+        finally:
+            health.stop()
