@@ -20,8 +20,9 @@ _LOG_EVERY_SECONDS = 10.0
 
 def sync_once(config: Config, *, dry_run: bool, output: str = "text") -> int:
     """`output`: the plan's format (a dry run)."""
+    shutdown = Shutdown(config.daemon.stop_grace_seconds)
     try:
-        with Shutdown(config.daemon.stop_grace_seconds).installed() as shutdown:
+        with shutdown.installed():
             summary = run_sync(config, dry_run=dry_run, shutdown=shutdown, progress=Progress())
     except StopRequested as exc:
         click.echo(f"funnelsync: {exc}; the next run carries on", err=True)
