@@ -48,6 +48,7 @@ pytestmark = pytest.mark.slow
 CONTAINER_PATHS = ("/var/lib/funnelsync", "/etc/funnelsync", "/tmp")
 UPSERT_PATHS = ("/crm/v3/objects/contacts/batch/upsert", "/crm/objects/*/contacts/batch/upsert")
 DEVELOPERS = 300
+IN_FLIGHT = 2  # contact batches of 100: two in flight leave the third to send after a stop
 
 
 @dataclass(frozen=True)
@@ -245,9 +246,11 @@ def _image_env(image: ImageRoot, http_port: int) -> dict[str, str]:
     }
 
 
-def _config_for(image: ImageRoot, sandbox: SandboxServer) -> Path:
-    """deploy/config.toml, the container's config, pointed at this sandbox's port."""
+def _config_for(image: ImageRoot, sandbox: SandboxServer, *, concurrency: int) -> Path:
+    """deploy/config.toml, the container's config, pointed at this sandbox's port, with
+    `concurrency` requests in flight."""
     text = (ROOT / "deploy/config.toml").read_text().replace("http://127.0.0.1:8765", sandbox.url)
+    text = text.replace("\n[hubspot]\n", f"\n[hubspot]\nconcurrency = {concurrency}\n", 1)
     config = image.path / image.dockerfile.env()["FUNNELSYNC_CONFIG"].lstrip("/")
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(text)
@@ -282,7 +285,7 @@ def test_the_image_runs_the_daemon_as_its_user_writing_only_the_state_volume_and
     image: ImageRoot, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     image.build(tmp_path / "wheel")
-    config = _config_for(image, sandbox)
+    config = _config_for(image, sandbox, concurrency=IN_FLIGHT)
     build_demo_database(image.path / "srv/demo/analytics.db", developers=DEVELOPERS)
     seed_enrollment_targets(sandbox, load_config(config))
     image.add_volumes()
@@ -306,9 +309,11 @@ def test_the_image_runs_the_daemon_as_its_user_writing_only_the_state_volume_and
     assert validated.returncode == 0, validated.stdout + validated.stderr
     assert "validate: ok" in validated.stdout
 
-    # SIGTERM while the first batch's answer is on its way: it is waited for and recorded
+    # SIGTERM while the answers to the batches in flight are on their way: they are waited for
+    # and recorded, and no batch goes after them (every answer comes 3 s late, so the next batch
+    # could go only 3 s after the first was applied)
     for path in UPSERT_PATHS:
-        sandbox.inject_fault(method="POST", path_prefix=path, kind="late", delay=1.5)
+        sandbox.inject_fault(method="POST", path_prefix=path, kind="late", delay=3.0, count=DEVELOPERS)
     with _daemon(image, env, tmp_path / "first.log") as daemon:
         wait_for(lambda: len(sandbox.store.contacts_by_email()) > 0)  # applied, not yet answered
         assert _stop(daemon) == 0
@@ -316,7 +321,7 @@ def test_the_image_runs_the_daemon_as_its_user_writing_only_the_state_volume_and
     state_file = Path(env["FUNNELSYNC_STATE_URL"].removeprefix("sqlite:///"))
     assert state_file.parent == image.state
     written = len(sandbox.store.contacts_by_email())
-    assert 0 < written < DEVELOPERS
+    assert 0 < written <= IN_FLIGHT * 100 < DEVELOPERS
     state = StateStore(f"sqlite:///{state_file}")
     try:
         assert state.contact_count() == written
