@@ -250,6 +250,7 @@ def _config_for(image: ImageRoot, sandbox: SandboxServer, *, concurrency: int) -
     """deploy/config.toml, the container's config, pointed at this sandbox's port, with
     `concurrency` requests in flight."""
     text = (ROOT / "deploy/config.toml").read_text().replace("http://127.0.0.1:8765", sandbox.url)
+    assert "\n[hubspot]\n" in text, "deploy/config.toml has a [hubspot] table to set concurrency in"
     text = text.replace("\n[hubspot]\n", f"\n[hubspot]\nconcurrency = {concurrency}\n", 1)
     config = image.path / image.dockerfile.env()["FUNNELSYNC_CONFIG"].lstrip("/")
     config.parent.mkdir(parents=True, exist_ok=True)
